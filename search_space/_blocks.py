@@ -1,0 +1,401 @@
+"""Blocks of the unified space: token mixers, FFN, stages, downsampling layers, stems and heads.
+
+Block layout (every mixer but ``mobilevit``)::
+
+    x = mixer(x)                 # each mixer carries its own residual
+    x = se(x)                    # optional squeeze-excite (RepViT placement: between the two mixers)
+    x = x + drop_path(ffn(x))    # channel mixer: [dw k x k + BN] -> 1x1+BN -> GELU -> 1x1+BN
+
+The FFN's last BN starts at zero (RepViT's ``bn_weight_init=0``), so it plays the part of a layer
+scale and folds away with the rest of the BN.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.layers import DropPath, GroupNorm1, SqueezeExcite, make_divisible
+from torch import nn
+
+from ._genome import StageGenome
+from ._layers import (
+    ConvBN,
+    MobileOneBlock,
+    ReparamLargeKernelConv,
+    RepCPE,
+    RepMixer,
+    RepVggDw,
+    bn_scale_shift,
+)
+
+__all__ = [
+    "AttentionMixer",
+    "ConvFFN",
+    "IdentityMixer",
+    "MobileViTBlock",
+    "RepNASBlock",
+    "RepNASStage",
+    "create_downsample",
+    "create_head",
+    "create_stem",
+]
+
+
+class ConvFFN(nn.Module):
+    """Channel mixer: optional depthwise k x k + BN, then 1x1 expand + GELU + 1x1 project (all BN-folded)."""
+
+    def __init__(self, dim: int, ratio: int, kernel_size: int = 0, act_layer: type[nn.Module] = nn.GELU) -> None:
+        super().__init__()
+        hidden = int(dim * ratio)
+        self.dw = ConvBN(dim, dim, kernel_size, groups=dim) if kernel_size else nn.Identity()
+        self.fc1 = ConvBN(dim, hidden, 1, act_layer=act_layer)
+        self.fc2 = ConvBN(hidden, dim, 1, bn_weight_init=0.0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.fc1(self.dw(x)))
+
+
+class IdentityMixer(nn.Module):
+    """RIFormer's identity token mixer (arXiv 2304.05659).
+
+    Training form: ``x + ls * (Aff(N(x)) - N(x))`` with ``Aff(y) = s * y + t`` per channel and ``N`` a
+    one-group GroupNorm. ``reparameterize()`` folds ``(s - 1)``, ``t`` and ``ls`` into the norm's affine
+    (R8), leaving ``x + N'(x)``: the mixer itself is gone.
+    """
+
+    def __init__(self, dim: int, layer_scale_init: float = 1e-5) -> None:
+        super().__init__()
+        self.norm = GroupNorm1(dim)
+        self.affine_weight: nn.Parameter | None = nn.Parameter(torch.ones(dim))
+        self.affine_bias: nn.Parameter | None = nn.Parameter(torch.zeros(dim))
+        self.layer_scale: nn.Parameter | None = nn.Parameter(layer_scale_init * torch.ones(dim))
+
+    @property
+    def fused(self) -> bool:
+        return self.affine_weight is None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.norm(x)
+        if self.fused:
+            return x + y
+        s = (self.affine_weight - 1).reshape(1, -1, 1, 1)
+        t = self.affine_bias.reshape(1, -1, 1, 1)
+        return x + self.layer_scale.reshape(1, -1, 1, 1) * (s * y + t)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.fused:
+            return
+        s, t, ls = self.affine_weight - 1, self.affine_bias, self.layer_scale
+        self.norm.weight.copy_(ls * s * self.norm.weight)
+        self.norm.bias.copy_(ls * (s * self.norm.bias + t))
+        self.affine_weight = None
+        self.affine_bias = None
+        self.layer_scale = None
+
+
+def _head_dim(dim: int) -> int:
+    for hd in (32, 16, 8):
+        if dim % hd == 0:
+            return hd
+    raise ValueError(f"attention width {dim} must be a multiple of 8")
+
+
+class AttentionMixer(nn.Module):
+    """Pre-norm multi-head self-attention over all tokens of the map (FastViT's attention stage).
+
+    ``x + ls * proj(MHSA(qkv(BN(x))))``. ``reparameterize()`` folds the BN into ``qkv`` (exact: a linear
+    layer has no padding, R7) and the layer scale into ``proj`` (R6).
+    """
+
+    def __init__(self, dim: int, head_dim: int | None = None, layer_scale_init: float = 1e-5) -> None:
+        super().__init__()
+        self.head_dim = head_dim or _head_dim(dim)
+        self.num_heads = dim // self.head_dim
+        self.norm: nn.Module = nn.BatchNorm2d(dim)
+        self.qkv = nn.Linear(dim, dim * 3, bias=False)
+        self.proj = nn.Linear(dim, dim)
+        self.layer_scale: nn.Parameter | None = nn.Parameter(layer_scale_init * torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c, h, w = x.shape
+        t = self.norm(x).flatten(2).transpose(1, 2)
+        q, k, v = self.qkv(t).reshape(b, h * w, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        t = F.scaled_dot_product_attention(q, k, v)
+        t = self.proj(t.transpose(1, 2).reshape(b, h * w, c))
+        if self.layer_scale is not None:
+            t = t * self.layer_scale
+        return x + t.transpose(1, 2).reshape(b, c, h, w)
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if self.layer_scale is None:
+            return
+        a, t = bn_scale_shift(self.norm)
+        w = self.qkv.weight
+        qkv = nn.Linear(w.shape[1], w.shape[0], bias=True, device=w.device, dtype=w.dtype)
+        qkv.weight.copy_(w * a.reshape(1, -1))
+        qkv.bias.copy_(w @ t + (self.qkv.bias if self.qkv.bias is not None else 0))
+        self.qkv = qkv
+        self.proj.weight.mul_(self.layer_scale.reshape(-1, 1))
+        self.proj.bias.mul_(self.layer_scale)
+        self.norm = nn.Identity()
+        self.layer_scale = None
+
+
+def create_mixer(st: StageGenome, dim: int) -> nn.Module:
+    if st.mixer == "repdw":
+        return RepVggDw(dim, st.kernel_size)
+    if st.mixer == "repmixer":
+        return RepMixer(dim, st.kernel_size)
+    if st.mixer == "identity":
+        return IdentityMixer(dim)
+    if st.mixer == "attention":
+        return AttentionMixer(dim)
+    raise ValueError(f"mixer {st.mixer!r} is not a per-block mixer")
+
+
+class RepNASBlock(nn.Module):
+    """``mixer -> SE -> x + FFN(x)``: RepViT / FastViT / RIFormer / attention blocks."""
+
+    def __init__(
+            self, dim: int, *, mixer: nn.Module, ffn_ratio: int, ffn_kernel_size: int, use_se: bool,
+            drop_path: float = 0.0,
+    ) -> None:
+        super().__init__()
+        self.token_mixer = mixer
+        self.se = SqueezeExcite(dim, 0.25) if use_se else nn.Identity()
+        self.ffn = ConvFFN(dim, ffn_ratio, ffn_kernel_size)
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.se(self.token_mixer(x))
+        return x + self.drop_path(self.ffn(x))
+
+
+class _TransformerLayer(nn.Module):
+    """Pre-LN transformer layer on ``(B, N, d)`` tokens (MobileViT: qkv bias, SiLU MLP)."""
+
+    def __init__(self, dim: int, num_heads: int, mlp_ratio: int) -> None:
+        super().__init__()
+        self.num_heads = num_heads
+        self.norm1 = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.proj = nn.Linear(dim, dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.fc1 = nn.Linear(dim, dim * mlp_ratio)
+        self.act = nn.SiLU()
+        self.fc2 = nn.Linear(dim * mlp_ratio, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, d = x.shape
+        qkv = self.qkv(self.norm1(x)).reshape(b, n, 3, self.num_heads, d // self.num_heads)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
+        a = F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, n, d)
+        x = x + self.proj(a)
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class MobileViTBlock(nn.Module):
+    """MobileViT v1 block (arXiv 2110.02178): local conv, unfold, transformer, fold, fuse.
+
+    The feature map must divide by the patch size; unlike timm and cvnets it is never resized.
+    """
+
+    def __init__(
+            self, dim: int, *, depth: int, kernel_size: int = 3, patch_size: int = 2, mlp_ratio: int = 2,
+            transformer_ratio: float = 1.5, num_heads: int = 4,
+    ) -> None:
+        super().__init__()
+        d = make_divisible(dim * transformer_ratio, 8)
+        self.patch_size = patch_size
+        self.conv_kxk = ConvBN(dim, dim, kernel_size, act_layer=nn.SiLU)
+        self.conv_1x1 = nn.Conv2d(dim, d, kernel_size=1, bias=False)
+        self.transformer = nn.Sequential(*[_TransformerLayer(d, num_heads, mlp_ratio) for _ in range(depth)])
+        self.norm = nn.LayerNorm(d)
+        self.conv_proj = ConvBN(d, dim, 1, act_layer=nn.SiLU)
+        self.conv_fusion = ConvBN(2 * dim, dim, kernel_size, act_layer=nn.SiLU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = x
+        y = self.conv_1x1(self.conv_kxk(x))
+        b, d, h, w = y.shape
+        p = self.patch_size
+        if h % p or w % p:
+            raise ValueError(
+                f"MobileViT block: feature map {h}x{w} does not divide by patch size {p}; "
+                "use an input resolution that keeps every MobileViT stage divisible"
+            )
+        nh, nw = h // p, w // p
+        # unfold: (B, d, nh, p, nw, p) -> (B * p * p, nh * nw, d): one sequence per intra-patch position
+        y = y.reshape(b, d, nh, p, nw, p).permute(0, 3, 5, 2, 4, 1).reshape(b * p * p, nh * nw, d)
+        y = self.norm(self.transformer(y))
+        y = y.reshape(b, p, p, nh, nw, d).permute(0, 5, 3, 1, 4, 2).reshape(b, d, h, w)
+        y = self.conv_proj(y)
+        return self.conv_fusion(torch.cat((shortcut, y), dim=1))
+
+
+# -- downsampling layers ------------------------------------------------------------------------
+
+
+class RepViTDownsample(nn.Module):
+    """RepViT's deeper downsampling: a stride-1 block, dw 3x3 s2, 1x1 expansion, residual FFN."""
+
+    def __init__(self, in_chs: int, out_chs: int, *, ffn_ratio: int, kernel_size: int = 3) -> None:
+        super().__init__()
+        self.pre_block = RepNASBlock(
+            in_chs, mixer=RepVggDw(in_chs, kernel_size), ffn_ratio=ffn_ratio, ffn_kernel_size=0, use_se=False,
+        )
+        self.spatial = ConvBN(in_chs, in_chs, 3, stride=2, groups=in_chs)
+        self.channel = ConvBN(in_chs, out_chs, 1)
+        self.ffn = ConvFFN(out_chs, ffn_ratio)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.channel(self.spatial(self.pre_block(x)))
+        return x + self.ffn(x)
+
+
+class RepLKDownsample(nn.Module):
+    """FastViT's patch embedding: re-parameterizable 7x7 (+3x3) grouped conv s2, then a 1x1 MobileOne block."""
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.lk = ReparamLargeKernelConv(in_chs, out_chs, kernel_size=7, small_kernel=3, stride=2)
+        self.pw = MobileOneBlock(out_chs, out_chs, 1, act_layer=nn.GELU)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pw(self.lk(x))
+
+
+class ConvNeXtDownsample(nn.Module):
+    """ConvNeXt's separate downsampling layer: norm then 2x2 stride-2 conv.
+
+    BN stands in for ConvNeXt's LayerNorm so that it folds into the conv: BN before a conv is exact to
+    fold only without padding (R7), which a non-overlapping 2x2 conv has.
+    """
+
+    def __init__(self, in_chs: int, out_chs: int) -> None:
+        super().__init__()
+        self.norm: nn.Module = nn.BatchNorm2d(in_chs)
+        self.conv = nn.Conv2d(in_chs, out_chs, kernel_size=2, stride=2, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(self.norm(x))
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if isinstance(self.norm, nn.Identity):
+            return
+        a, t = bn_scale_shift(self.norm)
+        w = self.conv.weight
+        self.conv.bias.add_((w * t.reshape(1, -1, 1, 1)).sum(dim=(1, 2, 3)))
+        w.mul_(a.reshape(1, -1, 1, 1))
+        self.norm = nn.Identity()
+
+
+def create_downsample(kind: str, in_chs: int, out_chs: int, st: StageGenome) -> nn.Module:
+    if kind == "none":
+        if in_chs != out_chs:
+            raise ValueError(f"stage without downsampling cannot change width {in_chs} -> {out_chs}")
+        return nn.Identity()
+    if kind == "repvit":
+        return RepViTDownsample(in_chs, out_chs, ffn_ratio=st.ffn_ratio)
+    if kind == "replk":
+        return RepLKDownsample(in_chs, out_chs)
+    if kind == "convnext":
+        return ConvNeXtDownsample(in_chs, out_chs)
+    if kind == "metaformer":
+        # MetaFormer / PoolFormer / RIFormer: overlapping 3x3 stride-2 conv (+BN, folded)
+        return ConvBN(in_chs, out_chs, 3, stride=2)
+    raise ValueError(f"unknown downsample {kind!r}")
+
+
+class RepNASStage(nn.Module):
+    """Downsample, optional conditional positional encoding (attention stages), then the blocks."""
+
+    def __init__(self, in_chs: int, st: StageGenome, drop_path_rates: list[float]) -> None:
+        super().__init__()
+        dim = st.width
+        self.downsample = create_downsample(st.downsample, in_chs, dim, st)
+        self.pos_emb = RepCPE(dim, 7) if st.mixer == "attention" else nn.Identity()
+        if st.mixer == "mobilevit":
+            blocks: list[nn.Module] = [MobileViTBlock(
+                dim, depth=st.depth, kernel_size=st.kernel_size, patch_size=st.patch_size, mlp_ratio=st.ffn_ratio,
+            )]
+            if st.se != "none":
+                blocks.append(SqueezeExcite(dim, 0.25))
+        else:
+            blocks = [
+                RepNASBlock(
+                    dim, mixer=create_mixer(st, dim), ffn_ratio=st.ffn_ratio, ffn_kernel_size=st.ffn_kernel_size,
+                    use_se=st.se == "all" or (st.se == "alternate" and i % 2 == 0), drop_path=drop_path_rates[i],
+                )
+                for i in range(st.depth)
+            ]
+        self.blocks = nn.Sequential(*blocks)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.pos_emb(self.downsample(x)))
+
+
+# -- stems and heads ------------------------------------------------------------------------------
+
+
+def create_stem(kind: str, in_chans: int, out_chs: int) -> nn.Module:
+    """Stride-4 stem: RepViT (two 3x3 s2 conv+BN), FastViT MobileOne, or ConvNeXt patchify (4x4 s4)."""
+    if kind == "repvit":
+        return nn.Sequential(
+            ConvBN(in_chans, out_chs // 2, 3, stride=2, act_layer=nn.GELU),
+            ConvBN(out_chs // 2, out_chs, 3, stride=2),
+        )
+    if kind == "mobileone":
+        return nn.Sequential(
+            MobileOneBlock(in_chans, out_chs, 3, stride=2),
+            MobileOneBlock(out_chs, out_chs, 3, stride=2, groups=out_chs),
+            MobileOneBlock(out_chs, out_chs, 1),
+        )
+    if kind == "patchify":
+        return ConvBN(in_chans, out_chs, 4, stride=4)
+    raise ValueError(f"unknown stem {kind!r}")
+
+
+def create_head(kind: str, in_chs: int) -> tuple[nn.Module, int]:
+    """Feature layer before pooling (``final_conv``) and the pooled feature width it produces."""
+    if kind == "linear":
+        return nn.Identity(), in_chs
+    if kind == "mobileone":
+        return MobileOneBlock(in_chs, 2 * in_chs, 3, groups=in_chs, use_se=True), 2 * in_chs
+    if kind == "conv":
+        return ConvBN(in_chs, 4 * in_chs, 1, act_layer=nn.SiLU), 4 * in_chs
+    raise ValueError(f"unknown head {kind!r}")
+
+
+class NormLinearHead(nn.Module):
+    """Pooled features -> BN1d (``linear`` head only) -> dropout -> Linear; BN folds into the Linear (R7)."""
+
+    def __init__(self, in_features: int, num_classes: int, *, use_norm: bool, drop_rate: float = 0.0) -> None:
+        super().__init__()
+        self.in_features = in_features
+        self.norm: nn.Module = nn.BatchNorm1d(in_features) if use_norm else nn.Identity()
+        self.drop = nn.Dropout(drop_rate)
+        self.fc: nn.Module = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        x = self.drop(self.norm(x))
+        return x if pre_logits else self.fc(x)
+
+    def reset(self, num_classes: int) -> None:
+        ref = self.norm.weight if isinstance(self.norm, nn.BatchNorm1d) else None
+        kw = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        self.fc = nn.Linear(self.in_features, num_classes, **kw) if num_classes > 0 else nn.Identity()
+
+    @torch.no_grad()
+    def reparameterize(self) -> None:
+        if not isinstance(self.norm, nn.BatchNorm1d):
+            return
+        if isinstance(self.fc, nn.Linear):
+            a, t = bn_scale_shift(self.norm)
+            self.fc.bias.add_(self.fc.weight @ t)
+            self.fc.weight.mul_(a.reshape(1, -1))
+            self.norm = nn.Identity()
+        # with no classifier the BN stays: it is the pre-logit feature transform
