@@ -1,0 +1,191 @@
+"""python -m latency_lut: device latency lookup tables.
+
+  devices    list devices: measured here, predicted (iphone12, with its calibration error), remote in the LUT
+  build      fill a device's LUT with every block signature of the search space (or of given genomes);
+             resumable: rows already stored are skipped, each row is committed as it is measured
+  show       list the stored rows of a device
+  predict    latency of a zoo model or genome JSON file from the LUT (deployed form)
+  validate   measure N random genomes end to end and compare with the LUT sum (share within +-10%/+-5%,
+             MAPE, Spearman)
+  calibrate  refit the iphone12 cost model on the published latencies and rewrite its JSON
+
+Every command takes --db (a SQLite file path or any SQLAlchemy URL; default ./repnas-lut.db or $REPNAS_LUT_DB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+_logger = logging.getLogger("latency_lut")
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", default=None, help="SQLite file or SQLAlchemy URL (default ./repnas-lut.db)")
+    p.add_argument("-v", "--verbose", action="store_true")
+
+
+def _genome_arg(spec: str):
+    from search_space import Genome, zoo
+
+    if spec in zoo:
+        return zoo[spec]
+    path = Path(spec)
+    if not path.exists():
+        raise ValueError(f"{spec!r} is neither a zoo model ({', '.join(sorted(zoo))}) nor a genome JSON file")
+    return Genome.from_json(path.read_text())
+
+
+def _label(dev, model=None) -> str:
+    if dev.kind != "predicted":
+        return f"measured on {dev.name}" if dev.kind == "measured" else f"imported from {dev.name}"
+    from ._iphone12 import calibration_summary
+
+    s = calibration_summary()
+    return (f"PREDICTED for {dev.name} (cost model; leave-one-family-out MAPE {s['lofo_mape']:.1f}%, "
+            f"Spearman {s['lofo_spearman']:.2f})")
+
+
+def cmd_devices(args) -> int:
+    from . import LatencyTable, builtin_devices
+
+    devs = builtin_devices()
+    for d in devs.values():
+        print(f"{d.name:12s} {d.kind:9s} {d.description}")
+        if d.kind == "predicted":
+            from ._iphone12 import calibration_summary
+
+            s = calibration_summary()
+            print(f"{'':12s} calibration: leave-one-family-out MAPE {s['lofo_mape']:.1f}%, "
+                  f"Spearman {s['lofo_spearman']:.2f} over {len(s['families'])} families")
+            for fam, row in s["families"].items():
+                sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
+                print(f"{'':14s}{fam:18s} MAPE {row['mape']:5.1f}%  Spearman {sp}  ({row['n']} models)")
+    table = LatencyTable(args.db)
+    for name, n in sorted(table.devices().items()):
+        kind = devs[name].kind if name in devs else "remote"
+        print(f"LUT {table.url}: {name} ({kind}): {n} rows")
+    return 0
+
+
+def cmd_build(args) -> int:
+    from . import LatencyTable, build_lut
+
+    genomes = [_genome_arg(g) for g in args.genome] if args.genome else None
+    if args.zoo:
+        from search_space import zoo
+
+        genomes = (genomes or []) + list(zoo.values())
+    res = build_lut(args.device, db=LatencyTable(args.db), genomes=genomes, resolution=args.resolution,
+                    threads=args.threads, runs=args.runs, progress=not args.no_progress)
+    print(f"{args.device}: {res['total']} signatures, {res['skipped']} already stored, {res['added']} added")
+    return 0
+
+
+def cmd_show(args) -> int:
+    from . import LatencyTable, get_device
+
+    get_device(args.device, allow_remote=True)
+    rows = LatencyTable(args.db).records(args.device)
+    for r in rows[: args.limit]:
+        sig = {k: v for k, v in r.signature.items() if k != "type"}
+        print(f"{r.block_type:10s} {r.median_ms:9.4f} ms  [{r.p10_ms:.4f}-{r.p90_ms:.4f}]  {r.source.value:9s} {sig}")
+    print(f"{len(rows)} rows for {args.device}" + (f" (showing {args.limit})" if len(rows) > args.limit else ""))
+    return 0
+
+
+def cmd_predict(args) -> int:
+    from . import LatencyTable, get_device, predict_latency
+
+    dev = get_device(args.device, allow_remote=True)
+    g = _genome_arg(args.model)
+    res = args.resolution or g.resolution
+    ms = predict_latency(g, args.device, res, db=LatencyTable(args.db), threads=args.threads)
+    print(f"{args.model} @ {res}x{res}: {ms:.3f} ms ({_label(dev)})")
+    return 0
+
+
+def cmd_validate(args) -> int:
+    from . import LatencyTable, validate_lut
+
+    rep = validate_lut(args.device, n=args.n, seed=args.seed, resolution=args.resolution, db=LatencyTable(args.db),
+                       threads=args.threads, progress=not args.no_progress)
+    print(rep.summary())
+    return 0
+
+
+def cmd_calibrate(args) -> int:
+    from ._iphone12 import calibrate
+
+    calibrate(csv_path=args.csv, out_path=args.out)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m latency_lut", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("devices", help="list devices and LUT contents")
+    _common(p)
+    p.set_defaults(fn=cmd_devices)
+
+    p = sub.add_parser("build", help="fill a device's LUT (resumable)")
+    _common(p)
+    p.add_argument("--device", required=True)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--genome", action="append", default=[], help="only this zoo name / genome JSON (repeatable)")
+    p.add_argument("--zoo", action="store_true", help="only the signatures of the seed zoo")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_build)
+
+    p = sub.add_parser("show", help="list a device's stored rows")
+    _common(p)
+    p.add_argument("--device", required=True)
+    p.add_argument("--limit", type=int, default=50)
+    p.set_defaults(fn=cmd_show)
+
+    p = sub.add_parser("predict", help="latency of a zoo model or genome JSON from the LUT")
+    _common(p)
+    p.add_argument("model", help="zoo name or genome JSON file")
+    p.add_argument("--device", required=True)
+    p.add_argument("--resolution", type=int, default=None, help="default: the genome's resolution")
+    p.add_argument("--threads", type=int, default=1)
+    p.set_defaults(fn=cmd_predict)
+
+    p = sub.add_parser("validate", help="LUT sum against end-to-end measurement of random genomes")
+    _common(p)
+    p.add_argument("--device", default="ort-cpu")
+    p.add_argument("--n", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_validate)
+
+    p = sub.add_parser("calibrate", help="refit the iphone12 cost model (writes its JSON)")
+    p.add_argument("--csv", default=None)
+    p.add_argument("--out", default=None)
+    p.add_argument("-v", "--verbose", action="store_true")
+    p.set_defaults(fn=cmd_calibrate)
+
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
+    from search_space import RepNASError
+
+    try:
+        return args.fn(args)
+    except (RepNASError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: rows measured so far are stored; rerun the command to finish", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Building LUTs and predicting latency from them."""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import logging
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from torch import nn
+
+from search_space import Genome, SearchSpace, reparameterize
+
+from ._db import LatencyRecord, LatencyTable, Source
+from ._devices import DeviceInfo, get_device
+from ._errors import LatencyLookupError
+from ._measure import backend_versions, call_overhead_ms, measure_module
+from ._signatures import Unit, build_unit, enumerate_space, signature_key, units_of_genome
+
+__all__ = ["build_lut", "predict_latency", "predict_model_latency", "unit_latency"]
+
+_logger = logging.getLogger(__name__)
+
+
+def _table(db: LatencyTable | str | None) -> LatencyTable:
+    return db if isinstance(db, LatencyTable) else LatencyTable(db)
+
+
+def _new_record(device: DeviceInfo, sig: dict[str, Any], *, threads: int, runs: int, warmup: int) -> LatencyRecord:
+    now = _dt.datetime.now(_dt.timezone.utc)
+    module = build_unit(sig)
+    shape = tuple(sig["in"])
+    if device.kind == "measured":
+        stats = measure_module(module, shape, device=device.name, threads=threads, warmup=warmup, runs=runs)
+        overhead = call_overhead_ms(device.name, threads)
+        versions = dict(backend_versions(device.name), call_overhead_ms=f"{overhead:.5f}")
+        shift = lambda v: max(v - overhead, 0.0)  # noqa: E731
+        return LatencyRecord(
+            device=device.name, signature_key=signature_key(sig), block_type=sig["type"], signature=sig,
+            median_ms=shift(stats.median_ms), p10_ms=shift(stats.p10_ms), p90_ms=shift(stats.p90_ms),
+            runs=stats.runs, source=Source.MEASURED, backend=device.backend, versions=versions, threads=threads,
+            created_at=now,
+        )
+    if device.kind == "predicted":
+        from ._iphone12 import load_cost_model, unit_cost_ms
+
+        model = load_cost_model()
+        ms = unit_cost_ms(module, shape, model)
+        return LatencyRecord(
+            device=device.name, signature_key=signature_key(sig), block_type=sig["type"], signature=sig,
+            median_ms=ms, p10_ms=ms, p90_ms=ms, runs=0, source=Source.PREDICTED, backend=device.backend,
+            versions={"cost_model": model.version}, threads=0, created_at=now,
+        )
+    raise LatencyLookupError(
+        f"no LUT entry for {sig['type']} {signature_key(sig)} on remote device {device.name!r}; write a bundle "
+        f"(python -m latency_lut bundle --device {device.name} --out DIR), run it there, and import the results"
+    )
+
+
+def unit_latency(unit: Unit, device: str | DeviceInfo, *, db: LatencyTable | str | None = None,
+                 threads: int = 1, on_demand: bool = True, runs: int = 30, warmup: int = 5) -> float:
+    """The LUT latency of one unit (ms, overhead removed); missing entries measured/predicted on demand."""
+    dev = device if isinstance(device, DeviceInfo) else get_device(device, allow_remote=True)
+    table = _table(db)
+    rec = table.get(dev.name, unit.key)
+    if rec is None:
+        if not on_demand and dev.kind != "predicted":
+            raise LatencyLookupError(f"no LUT entry for {unit.block_type} {unit.key} on {dev.name!r} in "
+                                     f"{table.url}; run `python -m latency_lut build --device {dev.name}`")
+        rec = _new_record(dev, unit.signature, threads=threads, runs=runs, warmup=warmup)
+        table.add(rec)
+    return rec.median_ms
+
+
+def _network_offset(dev: DeviceInfo, threads: int) -> float:
+    """What a whole network pays once on top of its units: the call overhead, or the cost model's intercept."""
+    if dev.kind == "measured":
+        return call_overhead_ms(dev.name, threads)
+    if dev.kind == "predicted":
+        from ._iphone12 import load_cost_model
+
+        return load_cost_model().intercept_ms
+    return 0.0
+
+
+def predict_latency(genome: Genome, device: str, resolution: int = 224, *, db: LatencyTable | str | None = None,
+                    num_classes: int = 1000, threads: int = 1, on_demand: bool = True) -> float:
+    """Latency of ``genome``'s deployed network at ``resolution`` on ``device`` (ms), summed from the LUT."""
+    dev = get_device(device, allow_remote=True)
+    table = _table(db)
+    if dev.kind == "remote" and not table.keys(dev.name):
+        from ._errors import UnknownDeviceError
+
+        raise UnknownDeviceError(f"unknown device {device!r}: not a built-in device, and {table.url} has no rows "
+                                 "for it (a remote device gets rows through `bundle` and `import`)")
+    units = units_of_genome(genome, resolution, num_classes)
+    total = sum(u.count * unit_latency(u, dev, db=table, threads=threads, on_demand=on_demand) for u in units)
+    return total + _network_offset(dev, threads)
+
+
+def predict_model_latency(module: nn.Module, device: str, input_size: Sequence[int] = (3, 224, 224), *,
+                          threads: int = 1, runs: int = 30) -> float:
+    """Latency of any ``nn.Module``'s deployed form (ms): measured end to end, or predicted by the cost model."""
+    dev = get_device(device)
+    deployed = reparameterize(copy.deepcopy(module).eval())
+    if dev.kind == "measured":
+        return measure_module(deployed, tuple(input_size), device=dev.name, threads=threads, runs=runs).median_ms
+    from ._iphone12 import predict_module_ms
+
+    return predict_module_ms(deployed, tuple(input_size))
+
+
+def build_lut(device: str, *, db: LatencyTable | str | None = None, space: SearchSpace | None = None,
+              genomes: Iterable[Genome] | None = None, resolution: int = 224, num_classes: int = 1000,
+              threads: int = 1, runs: int = 30, warmup: int = 5, progress: bool = True) -> dict[str, int]:
+    """Fill the LUT for ``device`` with every signature of ``space`` (or of ``genomes``); resumable.
+
+    Rows already present are skipped; each new row is committed as soon as it is measured, so a build
+    killed at any point loses at most the row in flight.
+    """
+    dev = get_device(device)
+    table = _table(db)
+    if genomes is not None:
+        sigs: dict[str, dict] = {}
+        for g in genomes:
+            for u in units_of_genome(g, resolution, num_classes):
+                sigs.setdefault(u.key, u.signature)
+        todo_all = list(sigs.values())
+    else:
+        todo_all = list(enumerate_space(space or SearchSpace(resolution=resolution), num_classes))
+    have = table.keys(dev.name)
+    todo = [s for s in todo_all if signature_key(s) not in have]
+    _logger.info("%s: %d signatures, %d already in %s, %d to %s", dev.name, len(todo_all), len(todo_all) - len(todo),
+                 table.url, len(todo), "measure" if dev.kind == "measured" else "predict")
+    from tqdm.auto import tqdm
+
+    added = 0
+    for sig in tqdm(todo, desc=f"LUT {dev.name}", unit="block", disable=not progress):
+        if table.add(_new_record(dev, sig, threads=threads, runs=runs, warmup=warmup)):
+            added += 1
+    return {"total": len(todo_all), "skipped": len(todo_all) - len(todo), "added": added}
