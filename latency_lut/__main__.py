@@ -38,12 +38,23 @@ def _genome_arg(spec: str):
     return Genome.from_json(path.read_text())
 
 
+def _calibration():
+    """The iphone12 calibration summary, or None while no calibrated cost model ships."""
+    try:
+        from ._iphone12 import calibration_summary
+
+        return calibration_summary()
+    except (ImportError, OSError, KeyError, ValueError) as e:
+        _logger.debug("no iphone12 calibration: %s", e)
+        return None
+
+
 def _label(dev, model=None) -> str:
     if dev.kind != "predicted":
         return f"measured on {dev.name}" if dev.kind == "measured" else f"imported from {dev.name}"
-    from ._iphone12 import calibration_summary
-
-    s = calibration_summary()
+    s = _calibration()
+    if s is None:
+        return f"PREDICTED for {dev.name} (cost model; calibration error not available)"
     return (f"PREDICTED for {dev.name} (cost model; leave-one-family-out MAPE {s['lofo_mape']:.1f}%, "
             f"Spearman {s['lofo_spearman']:.2f})")
 
@@ -55,9 +66,10 @@ def cmd_devices(args) -> int:
     for d in devs.values():
         print(f"{d.name:12s} {d.kind:9s} {d.description}")
         if d.kind == "predicted":
-            from ._iphone12 import calibration_summary
-
-            s = calibration_summary()
+            s = _calibration()
+            if s is None:
+                print(f"{'':12s} not calibrated in this installation: predictions for it are unavailable")
+                continue
             print(f"{'':12s} calibration: leave-one-family-out MAPE {s['lofo_mape']:.1f}%, "
                   f"Spearman {s['lofo_spearman']:.2f} over {len(s['families'])} families")
             for fam, row in s["families"].items():

@@ -43,7 +43,11 @@ def _new_record(device: DeviceInfo, sig: dict[str, Any], *, threads: int, runs: 
             created_at=now,
         )
     if device.kind == "predicted":
-        from ._iphone12 import load_cost_model, unit_cost_ms
+        try:
+            from ._iphone12 import load_cost_model, unit_cost_ms
+        except ImportError:
+            raise LatencyLookupError(f"device {device.name!r} has no calibrated cost model in this installation "
+                                     "(its cost model module is not available)") from None
 
         model = load_cost_model()
         ms = unit_cost_ms(module, shape, model)

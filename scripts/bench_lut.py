@@ -1,0 +1,76 @@
+"""LUT accuracy: ort-cpu validate figures and the iphone12 leave-one-family-out table, into BENCHMARKS.md.
+
+    python scripts/bench_lut.py [--n 30] [--resolution 224] [--threads 1] [--skip-iphone12] [--no-write]
+
+The ort-cpu part samples N random genomes, prices each from a fresh LUT (built on demand in a
+temporary SQLite file) and measures each whole deployed network end to end on onnxruntime CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from latency_lut import validate_lut  # noqa: E402
+from scripts._common import machine, update_section  # noqa: E402
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--n", type=int, default=30)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--skip-iphone12", action="store_true")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rep = validate_lut("ort-cpu", n=args.n, seed=args.seed, resolution=args.resolution,
+                           db=Path(tmp) / "lut.db", threads=args.threads)
+    lines = [
+        "## LUT validation: ort-cpu (measured)",
+        "",
+        f"Command: `python scripts/bench_lut.py --n {args.n} --seed {args.seed} --resolution {args.resolution} "
+        f"--threads {args.threads}` (same figures as `python -m latency_lut validate --device ort-cpu --n {args.n}`)  ",
+        f"Machine: {machine()}  ",
+        f"{args.n} random genomes of the default `SearchSpace` at {args.resolution}x{args.resolution}, batch 1, "
+        f"{args.threads} thread(s). Predicted = sum of per-block LUT medians (call overhead removed per block, "
+        "added once); measured = whole deployed network end to end, median of 30 runs.",
+        "",
+        "| within +-10% | within +-5% | MAPE | Spearman | goal (>= 90% within +-10%) |",
+        "| --- | --- | --- | --- | --- |",
+        f"| {rep.within_10:.0%} | {rep.within_5:.0%} | {rep.mape:.1f}% | {rep.spearman:.3f} | "
+        f"{'met' if rep.within_10 >= 0.9 else 'NOT met'} |",
+    ]
+    print("\n".join(lines))
+    if not args.no_write:
+        update_section("bench_lut_ortcpu", "\n".join(lines))
+    if not args.skip_iphone12:
+        from latency_lut._iphone12 import calibration_summary
+
+        s = calibration_summary()
+        t = ["## iphone12 cost model: leave-one-family-out (PREDICTED device)", "",
+             "Command: `python scripts/bench_lut.py` (table read from the shipped calibration; "
+             "`python -m latency_lut calibrate` refits it)  ",
+             f"Calibration data: `latency_lut/data/iphone12_published_latency.csv`. Machine for feature extraction: "
+             f"{machine()}", "",
+             "| family left out | models | MAPE | Spearman |", "| --- | --- | --- | --- |"]
+        for fam, row in s["families"].items():
+            sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
+            t.append(f"| {fam} | {row['n']} | {row['mape']:.1f}% | {sp} |")
+        t += ["", f"Mean over families: MAPE {s['lofo_mape']:.1f}%, Spearman {s['lofo_spearman']:.2f} "
+              f"(goal: MAPE <= 15% on families left out: {'met' if s['lofo_mape'] <= 15 else 'NOT met'})."]
+        print("\n".join(t))
+        if not args.no_write:
+            update_section("bench_lut_iphone12", "\n".join(t))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
