@@ -164,6 +164,9 @@ class LatencyTable:
         try:
             yield session
             session.commit()
+        except IntegrityError:
+            session.rollback()
+            raise  # a key that is already stored: callers decide
         except SQLAlchemyError as e:
             session.rollback()
             raise LUTStorageError(f"LUT database error ({_safe(self.url)}): {_first_line(e)}") from None
@@ -207,19 +210,12 @@ class LatencyTable:
             backend=record.backend, versions_json=json.dumps(record.versions, sort_keys=True),
             threads=int(record.threads), created_at=record.created_at,
         )
-        session = self._sessions()
         try:
-            session.add(row)
-            session.commit()
-            return True
+            with self._session() as s:
+                s.add(row)
         except IntegrityError:
-            session.rollback()
             return False
-        except SQLAlchemyError as e:
-            session.rollback()
-            raise LUTStorageError(f"LUT database error ({_safe(self.url)}): {_first_line(e)}") from None
-        finally:
-            session.close()
+        return True
 
     def close(self) -> None:
         self.engine.dispose()

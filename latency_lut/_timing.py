@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -52,6 +51,3 @@ def interleaved_timings(
             samples[i].append((time.perf_counter() - t0) * 1e3 / inner)
     return [summarize(s) for s in samples]
 
-
-def median(values: Sequence[float]) -> float:
-    return float(statistics.median(values))

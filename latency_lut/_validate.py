@@ -12,7 +12,7 @@ from search_space import SearchSpace, build_model, reparameterize
 from ._db import LatencyTable
 from ._devices import get_device
 from ._errors import UnknownDeviceError
-from ._lut import predict_latency
+from ._lut import _table, predict_latency
 from ._measure import measure_module
 
 __all__ = ["ValidationReport", "validate_lut"]
@@ -65,7 +65,7 @@ def validate_lut(device: str = "ort-cpu", *, n: int = 30, seed: int = 0, resolut
     if dev.kind != "measured":
         raise UnknownDeviceError(f"validate measures whole networks, so it needs a device measured here "
                                  f"(ort-cpu, torch-cpu, torch-cuda), not {device!r}")
-    table = db if isinstance(db, LatencyTable) else LatencyTable(db)
+    table = _table(db)
     space = SearchSpace(resolution=resolution)
     rng = np.random.default_rng(seed)
     from tqdm.auto import tqdm

@@ -37,7 +37,8 @@ def main(argv: list[str] | None = None) -> int:
         "## LUT validation: ort-cpu (measured)",
         "",
         f"Command: `python scripts/bench_lut.py --n {args.n} --seed {args.seed} --resolution {args.resolution} "
-        f"--threads {args.threads}` (same figures as `python -m latency_lut validate --device ort-cpu --n {args.n}`)  ",
+        f"--threads {args.threads}{' --skip-iphone12' if args.skip_iphone12 else ''}` "
+        f"(same figures as `python -m latency_lut validate --device ort-cpu --n {args.n}`)  ",
         f"Machine: {machine()}  ",
         f"{args.n} random genomes of the default `SearchSpace` at {args.resolution}x{args.resolution}, batch 1, "
         f"{args.threads} thread(s). Predicted = sum of per-block LUT medians (call overhead removed per block, "
