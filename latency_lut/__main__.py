@@ -55,8 +55,8 @@ def _label(dev, model=None) -> str:
     s = _calibration()
     if s is None:
         return f"PREDICTED for {dev.name} (cost model; calibration error not available)"
-    return (f"PREDICTED for {dev.name} (cost model; leave-one-family-out MAPE {s['lofo_mape']:.1f}%, "
-            f"Spearman {s['lofo_spearman']:.2f})")
+    return (f"PREDICTED for {dev.name}, not measured (cost model; leave-one-family-out MAPE "
+            f"{s['lofo_mean_mape_pct']:.1f}%, Spearman {s['lofo_mean_spearman']:.2f})")
 
 
 def cmd_devices(args) -> int:
@@ -70,11 +70,13 @@ def cmd_devices(args) -> int:
             if s is None:
                 print(f"{'':12s} not calibrated in this installation: predictions for it are unavailable")
                 continue
-            print(f"{'':12s} calibration: leave-one-family-out MAPE {s['lofo_mape']:.1f}%, "
-                  f"Spearman {s['lofo_spearman']:.2f} over {len(s['families'])} families")
-            for fam, row in s["families"].items():
+            print(f"{'':12s} PREDICTED, not measured. Calibration error, leave-one-family-out (fit without a "
+                  f"family, predict it): mean MAPE {s['lofo_mean_mape_pct']:.1f}%, max {s['lofo_max_mape_pct']:.1f}%, "
+                  f"mean Spearman {s['lofo_mean_spearman']:.2f} over {len(s['families'])} families")
+            for row in s["families"]:
                 sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
-                print(f"{'':14s}{fam:18s} MAPE {row['mape']:5.1f}%  Spearman {sp}  ({row['n']} models)")
+                print(f"{'':14s}{row['family']:18s} MAPE {row['mape_pct']:5.1f}%  Spearman {sp}  "
+                      f"({row['n_models']} models)")
     table = LatencyTable(args.db)
     for name, n in sorted(table.devices().items()):
         kind = devs[name].kind if name in devs else "remote"

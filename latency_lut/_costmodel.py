@@ -1,0 +1,349 @@
+"""A non-negative linear per-operator cost model: ``latency_ms = intercept + sum_j coef_j * feature_j``.
+
+Features come from :func:`latency_lut._features.graph_features` (per op class MACs, bytes, op counts).
+Coefficients and intercept are fitted by non-negative least squares, so every op costs time, never
+saves it. The fit minimises *relative* error by default (each row scaled by ``1 / latency``), columns
+are scaled to unit weighted RMS for conditioning, and an optional iteratively re-weighted pass turns the
+squared loss into an absolute-relative-error (L1) loss that conflicting sources do not drag around.
+
+A feature name may be a ``+``-joined sum of raw feature keys (``"conv_dense.macs+conv_pointwise.macs"``),
+so a model stays self-describing in its JSON form. Serialisation is plain, versioned JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from search_space import RepNASError
+
+__all__ = [
+    "FORMAT_VERSION",
+    "CalibrationRow",
+    "CostModel",
+    "CostModelError",
+    "feature_value",
+    "fit",
+    "leave_one_family_out",
+]
+
+FORMAT_VERSION = 1
+"""Version of the JSON layout written by :meth:`CostModel.to_json`."""
+
+
+class CostModelError(RepNASError, ValueError):
+    """A cost model cannot be fitted, loaded or applied (bad data, malformed JSON, unpriceable module)."""
+
+
+def feature_value(features: Mapping[str, float], name: str) -> float:
+    """Value of feature ``name`` (a raw key or a ``+``-joined sum of raw keys) in ``features``.
+
+    Raises:
+        CostModelError: A raw key is missing.
+    """
+    total = 0.0
+    for key in name.split("+"):
+        try:
+            total += float(features[key])
+        except KeyError:
+            raise CostModelError(f"feature {key!r} (needed by {name!r}) is missing from the features") from None
+    return total
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """Fitted cost model.
+
+    Attributes:
+        feature_names: Names of the features the coefficients multiply (see :func:`feature_value`).
+        coefficients: Milliseconds per unit of each feature, all ``>= 0``.
+        intercept_ms: Fixed cost of any model (``>= 0``).
+        provenance: Free-form JSON-compatible record of where the fit came from (data, versions, options,
+            validation results). Not compared by ``==``.
+    """
+
+    feature_names: tuple[str, ...]
+    coefficients: tuple[float, ...]
+    intercept_ms: float = 0.0
+    provenance: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "feature_names", tuple(str(n) for n in self.feature_names))
+        object.__setattr__(self, "coefficients", tuple(float(c) for c in self.coefficients))
+        object.__setattr__(self, "intercept_ms", float(self.intercept_ms))
+        if len(self.feature_names) != len(self.coefficients):
+            raise CostModelError(
+                f"{len(self.feature_names)} feature names but {len(self.coefficients)} coefficients"
+            )
+        if len(set(self.feature_names)) != len(self.feature_names):
+            raise CostModelError(f"duplicate feature names in {self.feature_names}")
+        bad = [(n, c) for n, c in zip(self.feature_names, self.coefficients) if not (math.isfinite(c) and c >= 0)]
+        if bad or not (math.isfinite(self.intercept_ms) and self.intercept_ms >= 0):
+            raise CostModelError(
+                f"coefficients and intercept must be finite and non-negative; got {bad or ''} "
+                f"intercept {self.intercept_ms}"
+            )
+
+    def predict(self, features: Mapping[str, float]) -> float:
+        """Predicted latency in milliseconds for one feature dict."""
+        return self.intercept_ms + sum(
+            c * feature_value(features, n) for n, c in zip(self.feature_names, self.coefficients)
+        )
+
+    @property
+    def version(self) -> str:
+        """Short identity of this fit (format, creation time, calibration CSV hash), stored with every LUT row."""
+        prov = self.provenance or {}
+        sha = str((prov.get("csv") or {}).get("sha256", ""))[:12] or "unknown-csv"
+        return f"v{FORMAT_VERSION} {prov.get('created', 'uncreated')} csv:{sha}"
+
+    def contributions(self, features: Mapping[str, float]) -> dict[str, float]:
+        """Milliseconds each term adds for ``features`` (``"intercept"`` included); they sum to :meth:`predict`."""
+        out = {"intercept": self.intercept_ms}
+        out.update({n: c * feature_value(features, n) for n, c in zip(self.feature_names, self.coefficients)})
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-compatible form (``format_version`` included)."""
+        return {
+            "format_version": FORMAT_VERSION,
+            "kind": "nonnegative-linear-cost-model",
+            "intercept_ms": self.intercept_ms,
+            "features": [{"name": n, "coefficient": c} for n, c in zip(self.feature_names, self.coefficients)],
+            "provenance": _json_safe(dict(self.provenance)),
+        }
+
+    def to_json(self, *, indent: int | None = 2) -> str:
+        """Serialise to JSON text (floats round-trip exactly; NaN is written as ``null``)."""
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> CostModel:
+        """Inverse of :meth:`to_dict`.
+
+        Raises:
+            CostModelError: The data is not a cost model of a supported ``format_version``.
+        """
+        if not isinstance(data, dict):
+            raise CostModelError(f"cost model JSON must be an object, got {type(data).__name__}")
+        version = data.get("format_version")
+        if version != FORMAT_VERSION:
+            raise CostModelError(
+                f"unsupported cost model format_version {version!r} (this code reads version {FORMAT_VERSION})"
+            )
+        try:
+            feats = data["features"]
+            names = [f["name"] for f in feats]
+            coefs = [f["coefficient"] for f in feats]
+            intercept = data["intercept_ms"]
+        except (KeyError, TypeError) as e:
+            raise CostModelError(f"malformed cost model JSON: missing or bad field ({e!r})") from None
+        if not all(isinstance(n, str) for n in names) or not all(
+            isinstance(v, (int, float)) and not isinstance(v, bool) for v in [*coefs, intercept]
+        ):
+            raise CostModelError("malformed cost model JSON: feature names must be strings, numbers numeric")
+        provenance = data.get("provenance", {})
+        if not isinstance(provenance, dict):
+            raise CostModelError("malformed cost model JSON: 'provenance' must be an object")
+        return cls(tuple(names), tuple(coefs), intercept, provenance)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> CostModel:
+        """Parse JSON text written by :meth:`to_json`.
+
+        Raises:
+            CostModelError: The text is not valid JSON or not a supported cost model.
+        """
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
+            raise CostModelError(f"cost model is not valid JSON: {e}") from None
+        return cls.from_dict(data)
+
+
+def _json_safe(obj: Any) -> Any:
+    """Replace non-finite floats by ``None`` and tuples by lists, recursively."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, (np.floating, np.integer)):
+        return _json_safe(obj.item())
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def fit(
+        feature_rows: Sequence[Mapping[str, float]],
+        latencies_ms: Sequence[float],
+        *,
+        feature_names: Sequence[str],
+        weights: Sequence[float] | None = None,
+        relative: bool = True,
+        fit_intercept: bool = True,
+        loss: str = "l2",
+        irls_iterations: int = 30,
+        provenance: Mapping[str, Any] | None = None,
+) -> CostModel:
+    """Fit a :class:`CostModel` by (weighted) non-negative least squares.
+
+    Args:
+        feature_rows: One feature dict per observation.
+        latencies_ms: Observed latency of each row (positive).
+        feature_names: Features to use (raw keys or ``+``-joined sums).
+        weights: Non-negative weight of each row (default 1).
+        relative: Minimise relative error ``(pred - y) / y`` instead of absolute error.
+        fit_intercept: Fit a non-negative fixed cost; otherwise it is 0.
+        loss: ``"l2"`` (squared error) or ``"l1"`` (absolute error, by iteratively re-weighted least squares).
+        irls_iterations: Re-weighting passes for ``loss="l1"``.
+        provenance: Stored on the model as is.
+
+    Returns:
+        The fitted model; coefficients are in milliseconds per raw feature unit.
+
+    Raises:
+        CostModelError: Inputs are empty, inconsistent or not finite.
+    """
+    from scipy.optimize import nnls
+
+    y = np.asarray(latencies_ms, dtype=float)
+    n = len(feature_rows)
+    if n == 0 or y.shape != (n,):
+        raise CostModelError(f"need one latency per feature row and at least one row; got {n} rows, {y.shape}")
+    if not np.all(np.isfinite(y)) or np.any(y <= 0):
+        raise CostModelError("latencies must be finite and positive")
+    if loss not in ("l1", "l2"):
+        raise CostModelError(f"loss must be 'l1' or 'l2', got {loss!r}")
+    names = tuple(feature_names)
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
+        raise CostModelError("weights must be finite, non-negative, one per row, and not all zero")
+    x = np.array([[feature_value(r, nm) for nm in names] for r in feature_rows], dtype=float).reshape(n, len(names))
+    if not np.all(np.isfinite(x)) or np.any(x < 0):
+        raise CostModelError("features must be finite and non-negative")
+    if fit_intercept:
+        x = np.hstack([x, np.ones((n, 1))])
+
+    row_scale = np.sqrt(w) / (y if relative else 1.0)
+    a = x * row_scale[:, None]
+    col_scale = np.sqrt(np.mean(a**2, axis=0))
+    col_scale[col_scale == 0] = 1.0
+    a = a / col_scale
+    b = y * row_scale
+
+    irls = np.ones(n)
+    for _ in range(irls_iterations if loss == "l1" else 1):
+        sol, _ = nnls(a * irls[:, None], b * irls, maxiter=50 * a.shape[1] + 100)
+        if loss == "l1":
+            resid = np.abs(a @ sol - b)
+            irls = 1.0 / np.sqrt(np.maximum(resid, 1e-3 * max(float(np.median(np.abs(b))), 1e-12)))
+    coef = sol / col_scale
+    intercept = float(coef[-1]) if fit_intercept else 0.0
+    coefs = coef[:-1] if fit_intercept else coef
+    return CostModel(names, tuple(float(max(c, 0.0)) for c in coefs), max(intercept, 0.0), dict(provenance or {}))
+
+
+@dataclass(frozen=True)
+class CalibrationRow:
+    """One published latency with the features of its model.
+
+    Attributes:
+        model: Model name as published.
+        arch: Key of the architecture (rows of one architecture share features), e.g. the timm name.
+        family: Family used for leave-one-family-out validation.
+        features: Output of :func:`latency_lut._features.graph_features`.
+        latency_ms: Published latency.
+        weight: Fit weight of this row.
+        quality: Quality tag of the source (``"A"``, ``"A-"``, ``"B"``).
+    """
+
+    model: str
+    arch: str
+    family: str
+    features: Mapping[str, float]
+    latency_ms: float
+    weight: float = 1.0
+    quality: str = ""
+
+
+def _arch_errors(rows: Sequence[CalibrationRow], preds: Sequence[float]) -> dict[str, tuple[float, float, float]]:
+    """Per architecture: (mean absolute relative error over its rows, mean published ms, predicted ms)."""
+    acc: dict[str, list] = {}
+    for r, p in zip(rows, preds):
+        acc.setdefault(r.arch, []).append((abs(p - r.latency_ms) / r.latency_ms, r.latency_ms, p))
+    return {
+        k: (float(np.mean([e for e, _, _ in v])), float(np.mean([y for _, y, _ in v])), float(v[0][2]))
+        for k, v in acc.items()
+    }
+
+
+def evaluate(model: CostModel, rows: Sequence[CalibrationRow]) -> dict[str, Any]:
+    """MAPE (every architecture weighted equally, all of its rows) and Spearman rank correlation of ``rows``.
+
+    Spearman is over architectures (mean published latency against prediction) and NaN when fewer than 3
+    distinct architectures are present.
+    """
+    from scipy.stats import spearmanr
+
+    preds = [model.predict(r.features) for r in rows]
+    per_arch = _arch_errors(rows, preds)
+    mape = 100.0 * float(np.mean([e for e, _, _ in per_arch.values()])) if per_arch else float("nan")
+    if len(per_arch) >= 3:
+        ys = [y for _, y, _ in per_arch.values()]
+        ps = [p for _, _, p in per_arch.values()]
+        rho = float(spearmanr(ys, ps).statistic)
+    else:
+        rho = float("nan")
+    return {
+        "mape_pct": mape,
+        "spearman": rho,
+        "n_rows": len(rows),
+        "n_models": len(per_arch),
+        "models": {k: {"published_ms": y, "predicted_ms": p, "ape_pct": 100.0 * e} for k, (e, y, p) in
+                   sorted(per_arch.items())},
+    }
+
+
+def leave_one_family_out(
+        rows: Sequence[CalibrationRow],
+        *,
+        feature_names: Sequence[str],
+        **fit_options: Any,
+) -> dict[str, Any]:
+    """Fit without each family in turn and score the fit on that family.
+
+    Args:
+        rows: Calibration rows (weights are used for fitting, not for scoring).
+        feature_names: Passed to :func:`fit`.
+        **fit_options: Other keyword arguments of :func:`fit`.
+
+    Returns:
+        ``{"families": [{"family", "n_rows", "n_models", "mape_pct", "spearman", "models"}, ...],
+        "mean_mape_pct", "median_mape_pct", "max_mape_pct", "mean_spearman"}``; family entries sorted by name.
+        ``mean_spearman`` averages the families where it is defined.
+    """
+    families = sorted({r.family for r in rows})
+    if len(families) < 2:
+        raise CostModelError("leave-one-family-out needs at least two families")
+    table = []
+    for fam in families:
+        train = [r for r in rows if r.family != fam]
+        test = [r for r in rows if r.family == fam]
+        m = fit([r.features for r in train], [r.latency_ms for r in train], feature_names=feature_names,
+                weights=[r.weight for r in train], **fit_options)
+        table.append({"family": fam, **evaluate(m, test)})
+    mapes = [t["mape_pct"] for t in table]
+    rhos = [t["spearman"] for t in table if math.isfinite(t["spearman"])]
+    return {
+        "families": table,
+        "mean_mape_pct": float(np.mean(mapes)),
+        "median_mape_pct": float(np.median(mapes)),
+        "max_mape_pct": float(np.max(mapes)),
+        "mean_spearman": float(np.mean(rhos)) if rhos else float("nan"),
+    }

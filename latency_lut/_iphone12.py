@@ -1,0 +1,359 @@
+"""The predicted ``iphone12`` device: a per-operator cost model calibrated on published iPhone 12 latencies.
+
+No iPhone is reachable here. Latencies are *predicted*: :func:`latency_lut._features.graph_features`
+prices a module's deployed ONNX graph per op class, and a non-negative linear model
+(:class:`latency_lut._costmodel.CostModel`) fitted on the published Core ML latencies of
+``data/iphone12_published_latency.csv`` turns those features into milliseconds. The fitted model ships
+as ``data/iphone12_costmodel.json`` together with its leave-one-family-out (LOFO) validation, which is
+the error to quote next to any iphone12 figure.
+
+Calibration data handling (see ``data/README_iphone12.md``):
+
+- only rows whose ``timm_name`` timm can create (``pretrained=False``) are used;
+- the resolution is the leading integer of the ``resolution`` column, else 256 for FastViT / MobileCLIP
+  FastViT (``fastvit_*``) models and 224 otherwise (each such assumption is recorded);
+- every architecture (timm name at one resolution) has the same total weight whatever the number of
+  rows that report it; ``[A-]`` and ``[B]`` rows weigh half as much as ``[A]`` rows, and an architecture
+  with no ``[A]`` row half as much as one with;
+- the fit minimises relative error, so large models (ViT-L/14 at 57.9 ms) do not dominate it.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import hashlib
+import logging
+import math
+import re
+from collections.abc import Sequence
+from functools import cache, lru_cache
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ._costmodel import CalibrationRow, CostModel, CostModelError, evaluate, fit, leave_one_family_out
+from ._features import graph_features
+
+__all__ = [
+    "DEFAULT_FEATURES",
+    "DEFAULT_FIT_OPTIONS",
+    "calibrate",
+    "calibration_rows",
+    "calibration_summary",
+    "default_costmodel_path",
+    "default_csv_path",
+    "family_of",
+    "load_cost_model",
+    "predict_module_ms",
+    "unit_cost_ms",
+]
+
+_logger = logging.getLogger(__name__)
+
+_DATA = Path(__file__).resolve().parent / "data"
+_CSV_NAME = "iphone12_published_latency.csv"
+_JSON_NAME = "iphone12_costmodel.json"
+
+DEFAULT_FEATURES: tuple[str, ...] = (
+    "conv_dense.macs+conv_pointwise.macs+conv_grouped.macs+matmul.macs+matmul_dynamic.macs",
+    "total.weight_bytes",
+    "data_movement.bytes+softmax.bytes",
+)
+"""Features of the shipped model, plus a fixed intercept: dense MACs (non-depthwise convolutions and every
+matrix product), weight traffic, and the traffic of layout ops and softmax (reshape/transpose/concat/...,
+which dominate attention blocks on the Neural Engine). Chosen among a dozen candidate sets by
+leave-one-family-out error; depthwise MACs, activation bytes and op counts were tried and got zero weight
+from the non-negative fit, so they are left out."""
+
+DEFAULT_FIT_OPTIONS: dict[str, Any] = {"relative": True, "fit_intercept": True, "loss": "l2"}
+"""Options of :func:`latency_lut._costmodel.fit` used for the shipped model and its validation."""
+
+QUALITY_WEIGHT = {"A": 1.0, "A-": 0.5, "B": 0.5}
+"""Relative fit weight of a row by the quality tag that opens its ``notes``."""
+
+_FAMILIES = ("RepViT", "RepNeXt", "FastViT", "MobileOne", "EfficientFormer", "MobileNetV2", "MobileCLIP",
+             "MobileViG")
+
+
+def default_csv_path() -> Path:
+    """The calibration CSV shipped in the package."""
+    return _DATA / _CSV_NAME
+
+
+def default_costmodel_path() -> Path:
+    """The fitted cost model JSON shipped in the package."""
+    return _DATA / _JSON_NAME
+
+
+def family_of(model: str, timm_name: str = "") -> str:
+    """Family of a published model, from its published name (``"MobileCLIP-S0 ..."`` -> ``"MobileCLIP"``).
+
+    Falls back to the leading letters of the timm name.
+    """
+    for fam in _FAMILIES:
+        if model.lower().startswith(fam.lower()):
+            return fam
+    m = re.match(r"[A-Za-z]+", model) or re.match(r"[A-Za-z]+", timm_name)
+    return m.group(0) if m else (timm_name or model)
+
+
+def _parse_resolution(text: str, timm_name: str) -> tuple[int, bool]:
+    """(resolution, assumed): the leading integer of ``text``, else 256 for ``fastvit_*`` models, else 224."""
+    m = re.match(r"\s*(\d+)", text or "")
+    if m:
+        return int(m.group(1)), not text.strip().isdigit()
+    return (256 if timm_name.startswith("fastvit") else 224), True
+
+
+def _quality(notes: str) -> str:
+    m = re.match(r"\s*\[(A-|A|B)\]", notes or "")
+    return m.group(1) if m else "B"
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+@cache
+def _timm_features(timm_name: str, resolution: int) -> tuple[tuple[str, float], ...]:
+    """Features of a timm model (cached for the life of the process only; never written to disk)."""
+    import timm
+
+    model = timm.create_model(timm_name, pretrained=False)
+    feats = graph_features(model, (3, resolution, resolution))
+    return tuple(feats.items())
+
+
+def calibration_rows(
+        csv_path: str | Path | None = None,
+        *,
+        progress: bool = False,
+) -> tuple[list[CalibrationRow], list[dict[str, Any]]]:
+    """Read the calibration CSV and price every usable model.
+
+    Args:
+        csv_path: CSV in the layout of ``data/iphone12_published_latency.csv`` (default: that file).
+        progress: Show a tqdm bar over the models being priced.
+
+    Returns:
+        ``(rows, skipped)``: usable rows with features and fit weights, and a record of every row left out
+        (with the reason) or whose resolution was assumed.
+
+    Raises:
+        CostModelError: The CSV cannot be read or lacks a needed column.
+    """
+    import timm
+
+    path = Path(csv_path) if csv_path is not None else default_csv_path()
+    try:
+        with path.open(newline="", encoding="utf-8") as fh:
+            records = list(csv.DictReader(fh))
+    except OSError as e:
+        raise CostModelError(f"cannot read calibration CSV {path}: {e}") from None
+    needed = {"model", "timm_name", "latency_ms", "resolution", "notes"}
+    if not records or not needed <= set(records[0]):
+        raise CostModelError(f"calibration CSV {path} must have the columns {sorted(needed)}")
+
+    notes: list[dict[str, Any]] = []
+    usable: list[tuple[dict[str, str], str, int]] = []
+    for rec in records:
+        name, tn = rec["model"].strip(), (rec["timm_name"] or "").strip()
+        if not tn:
+            notes.append({"model": name, "status": "skipped", "reason": "no timm_name"})
+            continue
+        if not timm.is_model(tn):
+            notes.append({"model": name, "timm_name": tn, "status": "skipped", "reason": f"timm {timm.__version__} "
+                          "has no such model"})
+            continue
+        try:
+            latency = float(rec["latency_ms"])
+        except ValueError:
+            notes.append({"model": name, "status": "skipped", "reason": f"latency {rec['latency_ms']!r} not a number"})
+            continue
+        res, assumed = _parse_resolution(rec["resolution"], tn)
+        if assumed:
+            notes.append({"model": name, "timm_name": tn, "status": "used", "reason": f"resolution "
+                          f"{rec['resolution']!r} read as {res}"})
+        rec = dict(rec, latency_ms=latency)
+        usable.append((rec, tn, res))
+
+    keys = sorted({(tn, res) for _, tn, res in usable})
+    feats: dict[tuple[str, int], dict[str, float]] = {}
+    bar = _progress(keys, progress)
+    for tn, res in bar:
+        if hasattr(bar, "set_postfix_str"):
+            bar.set_postfix_str(f"{tn}@{res}")
+        try:
+            feats[(tn, res)] = dict(_timm_features(tn, res))
+        except CostModelError as e:
+            _logger.warning("leaving %s@%d out of the calibration: %s", tn, res, e)
+            notes.append({"timm_name": tn, "status": "skipped", "reason": str(e)})
+
+    by_arch: dict[str, list[tuple[dict[str, Any], str]]] = {}
+    for rec, tn, res in usable:
+        if (tn, res) in feats:
+            by_arch.setdefault(f"{tn}@{res}", []).append((rec, tn))
+    rows: list[CalibrationRow] = []
+    for arch, recs in sorted(by_arch.items()):
+        qs = [QUALITY_WEIGHT[_quality(r["notes"])] for r, _ in recs]
+        arch_weight = max(qs)
+        for (rec, tn), q in zip(recs, qs):
+            res = int(arch.rsplit("@", 1)[1])
+            rows.append(CalibrationRow(
+                model=rec["model"].strip(), arch=arch, family=family_of(rec["model"], tn),
+                features=feats[(tn, res)], latency_ms=float(rec["latency_ms"]),
+                weight=arch_weight * q / sum(qs), quality=_quality(rec["notes"]),
+            ))
+    _logger.info("%d calibration rows over %d architectures and %d families (%d CSV rows left out)",
+                 len(rows), len(by_arch), len({r.family for r in rows}),
+                 sum(1 for n in notes if n["status"] == "skipped"))
+    return rows, notes
+
+
+def _progress(items: Sequence, enabled: bool):
+    if not enabled:
+        return items
+    try:
+        from tqdm.auto import tqdm
+    except ImportError:  # pragma: no cover - tqdm is a dependency
+        return items
+    return tqdm(items, desc="pricing calibration models", unit="model")
+
+
+def calibrate(
+        csv_path: str | Path | None = None,
+        out_path: str | Path | None = None,
+        *,
+        progress: bool = True,
+        feature_names: Sequence[str] = DEFAULT_FEATURES,
+        fit_options: dict[str, Any] | None = None,
+) -> CostModel:
+    """Price every usable model of the CSV, fit on all of them, validate by LOFO and write the JSON.
+
+    Args:
+        csv_path: Calibration CSV (default: the shipped one).
+        out_path: Where to write the model (default: the shipped ``data/iphone12_costmodel.json``).
+        progress: Show a progress bar over the models.
+        feature_names: Features of the model.
+        fit_options: Keyword arguments of :func:`latency_lut._costmodel.fit` (default
+            :data:`DEFAULT_FIT_OPTIONS`).
+
+    Returns:
+        The fitted model, whose ``provenance`` holds the data record, versions, options and LOFO table.
+    """
+    import onnx
+    import timm
+    import torch
+
+    csv_file = Path(csv_path) if csv_path is not None else default_csv_path()
+    out = Path(out_path) if out_path is not None else default_costmodel_path()
+    options = dict(DEFAULT_FIT_OPTIONS if fit_options is None else fit_options)
+    rows, notes = calibration_rows(csv_file, progress=progress)
+    if len({r.family for r in rows}) < 2:
+        raise CostModelError(f"{csv_file} has fewer than two usable families; cannot calibrate")
+    lofo = leave_one_family_out(rows, feature_names=feature_names, **options)
+    provisional = fit([r.features for r in rows], [r.latency_ms for r in rows], feature_names=feature_names,
+                      weights=[r.weight for r in rows], **options)
+    in_sample = evaluate(provisional, rows)
+    provenance = {
+        "device": "iphone12",
+        "description": "Apple iPhone 12 / 12 Pro / 12 Pro Max (A14 Bionic), Core ML; PREDICTED, not measured",
+        "method": "non-negative least squares on per-op-class graph features of the re-parameterized ONNX graph",
+        "csv": {"file": csv_file.name, "sha256": _sha256(csv_file)},
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        "versions": {"timm": timm.__version__, "torch": torch.__version__, "onnx": onnx.__version__},
+        "fit_options": options,
+        "row_weighting": {"quality_weight": QUALITY_WEIGHT,
+                          "rule": "each architecture (timm name @ resolution) totals the best quality weight of "
+                                  "its rows, shared among its rows in proportion to their quality weights"},
+        "bytes_per_element": 2,
+        "rows_used": [
+            {"model": r.model, "arch": r.arch, "family": r.family, "latency_ms": r.latency_ms,
+             "quality": r.quality, "weight": round(r.weight, 6)} for r in rows
+        ],
+        "csv_notes": notes,
+        "in_sample": {k: in_sample[k] for k in ("mape_pct", "spearman", "n_rows", "n_models")},
+        "lofo": lofo,
+    }
+    model = CostModel(provisional.feature_names, provisional.coefficients, provisional.intercept_ms, provenance)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(model.to_json() + "\n", encoding="utf-8")
+    _logger.info("wrote %s: LOFO mean MAPE %.1f%% over %d families, in-sample MAPE %.1f%%", out,
+                 lofo["mean_mape_pct"], len(lofo["families"]), in_sample["mape_pct"])
+    return model
+
+
+@lru_cache(maxsize=4)
+def _load(path: str) -> CostModel:
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as e:
+        raise CostModelError(f"cannot read the iphone12 cost model {path}: {e} (run `python "
+                             "scripts/calibrate_iphone12.py` to create it)") from None
+    return CostModel.from_json(text)
+
+
+def load_cost_model(path: str | Path | None = None) -> CostModel:
+    """The shipped iphone12 cost model (or the one at ``path``)."""
+    return _load(str(Path(path) if path is not None else default_costmodel_path()))
+
+
+def predict_module_ms(
+        module: nn.Module,
+        input_size: Sequence[int] = (3, 224, 224),
+        *,
+        cost_model: CostModel | None = None,
+) -> float:
+    """PREDICTED iPhone 12 Core ML latency (ms, batch 1) of ``module``'s deployed form.
+
+    Raises:
+        CostModelError: The module cannot be priced.
+    """
+    model = cost_model if cost_model is not None else load_cost_model()
+    ms = model.predict(graph_features(module, input_size))
+    if not math.isfinite(ms) or ms <= 0:
+        raise CostModelError(f"cost model predicted a non-positive latency ({ms}) for {type(module).__name__}")
+    return float(ms)
+
+
+def unit_cost_ms(module: nn.Module, input_size: Sequence[int], cost_model: CostModel | None = None) -> float:
+    """PREDICTED iPhone 12 cost (ms) of one LUT unit: the model's per-op terms without its fixed intercept.
+
+    A network's prediction is the sum of its units plus the intercept once (see ``latency_lut._lut``), which
+    equals :func:`predict_module_ms` of the whole network up to graph-boundary effects.
+    """
+    model = cost_model if cost_model is not None else load_cost_model()
+    ms = model.predict(graph_features(module, tuple(input_size))) - model.intercept_ms
+    if not math.isfinite(ms) or ms < 0:
+        raise CostModelError(f"cost model predicted a negative cost ({ms}) for {type(module).__name__}")
+    return float(ms)
+
+
+def calibration_summary(path: str | Path | None = None) -> dict[str, Any]:
+    """What to show next to an iphone12 figure: the LOFO table and overall figures from the shipped JSON.
+
+    Returns:
+        ``{"predicted": True, "note", "families": [{"family", "n_models", "n_rows", "mape_pct", "spearman"}],
+        "lofo_mean_mape_pct", "lofo_max_mape_pct", "lofo_mean_spearman", "in_sample_mape_pct", "created",
+        "csv_sha256"}``.
+    """
+    prov = load_cost_model(path).provenance
+    lofo = prov.get("lofo") or {}
+    fams = [{k: f.get(k) for k in ("family", "n_models", "n_rows", "mape_pct", "spearman")}
+            for f in lofo.get("families", [])]
+    mean = lofo.get("mean_mape_pct")
+    return {
+        "predicted": True,
+        "note": "iphone12 latencies are PREDICTED by a cost model calibrated on published iPhone 12 Core ML "
+                f"latencies, not measured; leave-one-family-out error {mean:.1f}% MAPE" if mean is not None
+                else "iphone12 latencies are PREDICTED, not measured (no validation record)",
+        "families": fams,
+        "lofo_mean_mape_pct": mean,
+        "lofo_max_mape_pct": lofo.get("max_mape_pct"),
+        "lofo_mean_spearman": lofo.get("mean_spearman"),
+        "in_sample_mape_pct": (prov.get("in_sample") or {}).get("mape_pct"),
+        "created": prov.get("created"),
+        "csv_sha256": (prov.get("csv") or {}).get("sha256"),
+    }

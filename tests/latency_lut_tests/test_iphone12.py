@@ -1,0 +1,239 @@
+"""Tests of the predicted iphone12 device: graph features, the cost model, and the shipped calibration."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+import search_space
+from latency_lut._costmodel import (
+    FORMAT_VERSION,
+    CalibrationRow,
+    CostModel,
+    CostModelError,
+    evaluate,
+    feature_value,
+    fit,
+    leave_one_family_out,
+)
+from latency_lut._features import OP_CLASSES, QUANTITIES, classify_node, graph_features
+from latency_lut._iphone12 import (
+    _parse_resolution,
+    calibration_summary,
+    default_costmodel_path,
+    default_csv_path,
+    family_of,
+    load_cost_model,
+    predict_module_ms,
+)
+
+
+def _tiny() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1, bias=False),  # dense 3x3
+        nn.BatchNorm2d(8),
+        nn.ReLU(),
+        nn.Conv2d(8, 8, 3, padding=1, groups=8),  # depthwise
+        nn.Conv2d(8, 16, 1),  # pointwise
+        nn.Conv2d(16, 16, 3, padding=1, groups=4),  # grouped
+        nn.AdaptiveAvgPool2d(1),
+        nn.Flatten(),
+        nn.Linear(16, 10),
+    )
+
+
+@pytest.fixture(scope="module")
+def repvit_features() -> dict[str, float]:
+    torch.manual_seed(0)
+    return graph_features(search_space.build_model(search_space.zoo["repvit_m0_9"]), (3, 224, 224))
+
+
+class TestGraphFeatures:
+    def test_classes_and_exact_macs(self):
+        f = graph_features(_tiny(), (3, 16, 16))
+        hw = 16 * 16
+        assert f["conv_dense.macs"] == 8 * hw * 3 * 9
+        assert f["conv_depthwise.macs"] == 8 * hw * 9
+        assert f["conv_pointwise.macs"] == 16 * hw * 8
+        assert f["conv_grouped.macs"] == 16 * hw * 4 * 9
+        assert f["matmul.macs"] == 16 * 10
+        for cls in ("conv_dense", "conv_depthwise", "conv_pointwise", "conv_grouped", "matmul"):
+            assert f[f"{cls}.ops"] == 1
+        assert f["norm.ops"] == 0  # BatchNorm is folded into the convolution before pricing
+        assert f["conv_depthwise.weight_bytes"] == 2 * (8 * 9 + 8)  # fp16 weight + bias
+        assert f["total.macs"] == pytest.approx(sum(f[f"{c}.macs"] for c in OP_CLASSES))
+
+    def test_deterministic_and_leaves_module_alone(self):
+        m = _tiny().train()
+        before = {k: v.clone() for k, v in m.state_dict().items()}
+        a = graph_features(m, (3, 16, 16))
+        b = graph_features(m, (3, 16, 16))
+        assert a == b
+        assert list(a) == [f"{c}.{q}" for c in OP_CLASSES for q in QUANTITIES] + [f"total.{q}" for q in QUANTITIES]
+        assert m.training and isinstance(m[1], nn.BatchNorm2d)
+        assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
+
+    def test_zoo_model_positive_totals(self, repvit_features):
+        f = repvit_features
+        for q in QUANTITIES:
+            assert f[f"total.{q}"] > 0
+        assert 0.6e9 < f["total.macs"] < 1.1e9  # RepViT-M0.9 is published at 0.8 GMACs
+        assert f["conv_depthwise.macs"] > 0 and f["conv_pointwise.macs"] > f["conv_depthwise.macs"]
+        assert all(math.isfinite(v) and v >= 0 for v in f.values())
+
+    def test_classify_node(self):
+        assert classify_node("Conv", group=32, in_channels=32, kernel=9) == "conv_depthwise"
+        assert classify_node("Conv", group=4, in_channels=32, kernel=9) == "conv_grouped"
+        assert classify_node("Conv", kernel=1) == "conv_pointwise"
+        assert classify_node("MatMul", dynamic=True) == "matmul_dynamic"
+        assert classify_node("Gemm") == "matmul"
+        assert classify_node("LayerNormalization") == "norm"
+        assert classify_node("Erf") == "activation"
+        assert classify_node("Transpose") == "data_movement"
+        assert classify_node("GlobalAveragePool") == "pool"
+
+    def test_unexportable_module_is_a_clear_error(self):
+        class Broken(nn.Module):
+            def forward(self, x):
+                raise RuntimeError("no forward for you")
+
+        with pytest.raises(CostModelError, match="ONNX export failed") as ei:
+            graph_features(Broken(), (3, 8, 8))
+        assert isinstance(ei.value, search_space.RepNASError)
+        with pytest.raises(CostModelError, match="input_size"):
+            graph_features(_tiny(), (3, 0, 8))
+
+
+class TestCostModel:
+    def _model(self) -> CostModel:
+        return CostModel(("a", "b+c"), (1.0 / 3.0, 2.5e-9), 0.1, {"note": "x", "nan": float("nan")})
+
+    def test_json_round_trip_exact(self):
+        m = self._model()
+        text = m.to_json()
+        back = CostModel.from_json(text)
+        assert back == m
+        assert back.coefficients == m.coefficients and back.intercept_ms == m.intercept_ms
+        assert back.to_json() == text
+        assert json.loads(text)["format_version"] == FORMAT_VERSION
+        assert back.provenance["nan"] is None  # NaN is written as null: the file is plain JSON
+
+    @pytest.mark.parametrize(
+        "text, match",
+        [
+            ("not json", "not valid JSON"),
+            ("[]", "must be an object"),
+            ('{"format_version": 999, "features": [], "intercept_ms": 0}', "format_version"),
+            ('{"features": [], "intercept_ms": 0}', "format_version"),
+            (json.dumps({"format_version": FORMAT_VERSION, "intercept_ms": 0}), "malformed"),
+            (json.dumps({"format_version": FORMAT_VERSION, "features": [{"name": "a"}], "intercept_ms": 0}),
+             "malformed"),
+            (json.dumps({"format_version": FORMAT_VERSION, "features": [{"name": "a", "coefficient": -1}],
+                         "intercept_ms": 0}), "non-negative"),
+            (json.dumps({"format_version": FORMAT_VERSION, "features": [{"name": "a", "coefficient": "1"}],
+                         "intercept_ms": 0}), "numeric"),
+        ],
+    )
+    def test_rejects_malformed_json(self, text, match):
+        with pytest.raises(CostModelError, match=match):
+            CostModel.from_json(text)
+
+    def test_predict_and_missing_feature(self):
+        m = self._model()
+        assert m.predict({"a": 3.0, "b": 1e9, "c": 1e9}) == pytest.approx(0.1 + 1.0 + 5.0)
+        assert sum(m.contributions({"a": 3.0, "b": 1e9, "c": 1e9}).values()) == pytest.approx(6.1)
+        assert feature_value({"b": 1.0, "c": 2.0}, "b+c") == 3.0
+        with pytest.raises(CostModelError, match="'c'"):
+            m.predict({"a": 1.0, "b": 1.0})
+
+    def test_fit_recovers_known_nonnegative_law(self):
+        rng = np.random.default_rng(0)
+        rows = [{"x": float(x), "y": float(y), "z": float(z)} for x, y, z in rng.uniform(1, 100, size=(40, 3))]
+        truth = {"x": 0.02, "y": 0.0, "z": 0.5}
+        lat = [0.3 + sum(truth[k] * r[k] for k in truth) for r in rows]
+        for loss in ("l2", "l1"):
+            m = fit(rows, lat, feature_names=["x", "y", "z"], loss=loss)
+            assert all(c >= 0 for c in m.coefficients)
+            assert m.coefficients == pytest.approx([0.02, 0.0, 0.5], abs=1e-6)
+            assert m.intercept_ms == pytest.approx(0.3, abs=1e-5)
+
+    def test_fit_never_goes_negative(self):
+        rng = np.random.default_rng(1)
+        rows = [{"x": float(x), "y": float(y)} for x, y in rng.uniform(1, 10, size=(30, 2))]
+        lat = [max(0.1, 2.0 * r["x"] - 0.5 * r["y"]) for r in rows]  # y has a negative effect
+        m = fit(rows, lat, feature_names=["x", "y"])
+        assert all(c >= 0 for c in m.coefficients) and m.intercept_ms >= 0
+        with pytest.raises(CostModelError, match="positive"):
+            fit(rows, [-1.0] * len(rows), feature_names=["x"])
+        with pytest.raises(CostModelError, match="non-negative"):
+            CostModel(("x",), (-1.0,))
+
+    def test_leave_one_family_out_table(self):
+        rows = []
+        for fam, n in (("F1", 4), ("F2", 3), ("F3", 2)):
+            for i in range(n):
+                x = float(10 * (i + 1) + len(fam))
+                rows.append(CalibrationRow(f"{fam}-{i}", f"{fam}{i}", fam, {"x": x}, 0.2 + 0.1 * x))
+        table = leave_one_family_out(rows, feature_names=["x"])
+        assert [f["family"] for f in table["families"]] == ["F1", "F2", "F3"]
+        assert table["mean_mape_pct"] == pytest.approx(0.0, abs=1e-6)
+        by = {f["family"]: f for f in table["families"]}
+        assert by["F1"]["spearman"] == pytest.approx(1.0) and math.isnan(by["F3"]["spearman"])
+        assert evaluate(fit([r.features for r in rows], [r.latency_ms for r in rows], feature_names=["x"]),
+                        rows)["n_models"] == 9
+
+
+class TestShippedIphone12:
+    def test_shipped_files_exist(self):
+        assert default_csv_path().is_file() and default_costmodel_path().is_file()
+
+    def test_shipped_model_loads_and_is_nonnegative(self):
+        m = load_cost_model()
+        assert m.feature_names and all(c >= 0 for c in m.coefficients) and m.intercept_ms >= 0
+        prov = m.provenance
+        assert prov["csv"]["sha256"] and prov["versions"]["timm"] and prov["rows_used"]
+
+    def test_predicts_repvit_m0_9_close_to_published(self, repvit_features):
+        ms = load_cost_model().predict(repvit_features)
+        assert math.isfinite(ms) and ms > 0
+        assert abs(ms - 0.9) / 0.9 < 0.35  # published 0.9 ms (in the calibration set)
+
+    def test_predict_module_ms(self):
+        ms = predict_module_ms(_tiny(), (3, 32, 32))
+        assert math.isfinite(ms) and ms > 0
+
+    def test_lofo_table_has_every_family(self):
+        prov = load_cost_model().provenance
+        families = {r["family"] for r in prov["rows_used"]}
+        assert {f["family"] for f in prov["lofo"]["families"]} == families
+        assert {"RepViT", "FastViT", "MobileOne", "EfficientFormer", "MobileNetV2", "MobileCLIP"} <= families
+        summary = calibration_summary()
+        assert summary["predicted"] is True and "PREDICTED" in summary["note"]
+        assert len(summary["families"]) == len(families)
+        assert summary["lofo_mean_mape_pct"] > 0
+
+
+@pytest.mark.parametrize(
+    "text, name, expected",
+    [
+        ("224", "repvit_m0_9", (224, False)),
+        ("224 (not stated in README)", "mobileone_s0", (224, True)),
+        ("not stated", "fastvit_t8", (256, True)),
+        ("not stated", "efficientformer_l1", (224, True)),
+        ("", "fastvit_mci0", (256, True)),
+    ],
+)
+def test_parse_resolution(text, name, expected):
+    assert _parse_resolution(text, name) == expected
+
+
+def test_family_of():
+    assert family_of("MobileCLIP-S0 image encoder (MCi0)", "fastvit_mci0") == "MobileCLIP"
+    assert family_of("MobileNetV2 (x1.0)", "mobilenetv2_100") == "MobileNetV2"
+    assert family_of("RepViT-M1 (v1 naming, arXiv v1)", "repvit_m1") == "RepViT"
+    assert family_of("Foo-Bar", "foo_bar") == "Foo"
