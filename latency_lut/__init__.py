@@ -6,6 +6,8 @@ return milliseconds for the deployed (re-parameterized) form. See ``python -m la
 
 from __future__ import annotations
 
+from ._bundle import import_results as import_results
+from ._bundle import write_bundle as write_bundle
 from ._db import LatencyRecord as LatencyRecord
 from ._db import LatencyTable as LatencyTable
 from ._db import Source as Source
@@ -36,8 +38,10 @@ __all__ = [
     "build_lut",
     "builtin_devices",
     "get_device",
+    "import_results",
     "predict_latency",
     "predict_model_latency",
     "units_of_genome",
     "validate_lut",
+    "write_bundle",
 ]

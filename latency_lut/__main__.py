@@ -8,6 +8,16 @@
   validate   measure N random genomes end to end and compare with the LUT sum (share within +-10%/+-5%,
              MAPE, Spearman)
   calibrate  refit the iphone12 cost model on the published latencies and rewrite its JSON
+  bundle     for a remote device (any new name: my-pi, pixel7): write one ONNX micro-model per signature it has
+             no row for, a manifest, and run_bundle.py, a standalone runner needing only numpy and onnxruntime
+  import     load the runner's results.json for a remote device: validated as a whole before anything is
+             stored; per-call overhead subtracted; rows already stored are kept
+
+Remote device workflow (any new device name, e.g. my-pi):
+  here:      python -m latency_lut bundle --device my-pi --out pi-bundle
+  on my-pi:  cd pi-bundle; pip install numpy onnxruntime; python run_bundle.py --threads 1 --out results.json
+  here:      python -m latency_lut import --device my-pi results.json
+             python -m latency_lut predict repvit_m0_9 --device my-pi
 
 Every command takes --db (a SQLite file path or any SQLAlchemy URL; default ./repnas-lut.db or $REPNAS_LUT_DB).
 """
@@ -87,12 +97,7 @@ def cmd_devices(args) -> int:
 def cmd_build(args) -> int:
     from . import LatencyTable, build_lut
 
-    genomes = [_genome_arg(g) for g in args.genome] if args.genome else None
-    if args.zoo:
-        from search_space import zoo
-
-        genomes = (genomes or []) + list(zoo.values())
-    res = build_lut(args.device, db=LatencyTable(args.db), genomes=genomes, resolution=args.resolution,
+    res = build_lut(args.device, db=LatencyTable(args.db), genomes=_genomes(args), resolution=args.resolution,
                     threads=args.threads, runs=args.runs, progress=not args.no_progress)
     print(f"{args.device}: {res['total']} signatures, {res['skipped']} already stored, {res['added']} added")
     return 0
@@ -127,6 +132,47 @@ def cmd_validate(args) -> int:
     rep = validate_lut(args.device, n=args.n, seed=args.seed, resolution=args.resolution, db=LatencyTable(args.db),
                        threads=args.threads, progress=not args.no_progress)
     print(rep.summary())
+    return 0
+
+
+def _genomes(args):
+    genomes = [_genome_arg(g) for g in args.genome] if args.genome else None
+    if args.zoo:
+        from search_space import zoo
+
+        genomes = (genomes or []) + list(zoo.values())
+    return genomes
+
+
+def cmd_bundle(args) -> int:
+    from ._bundle import RUNNER_NAME, write_bundle
+
+    res = write_bundle(args.device, args.out, db=args.db, genomes=_genomes(args),
+                       resolution=args.resolution, limit=args.limit, force=args.force,
+                       progress=not args.no_progress)
+    if not res.n_models:
+        print(f"{args.device}: all {res.n_signatures} signatures are already in the LUT; nothing to bundle")
+        return 0
+    left = res.n_signatures - res.n_stored - res.n_models
+    print(f"{args.device}: {res.n_signatures} signatures, {res.n_stored} already stored, {res.n_models} micro-models "
+          f"written to {res.out}" + (f" ({left} more left out by --limit)" if left else ""))
+    print(f"next: copy {res.out} to the device; there run `pip install numpy onnxruntime` and "
+          f"`python {RUNNER_NAME} --threads 1 --out results.json`; then here run "
+          f"`python -m latency_lut import --device {args.device} results.json`")
+    return 0
+
+
+def cmd_import(args) -> int:
+    from ._bundle import import_results
+
+    res = import_results(args.device, args.results, db=args.db, progress=not args.no_progress)
+    host = res.host
+    print(f"{res.device}: {res.stored} rows stored, {res.already_present} already present (kept as they were); "
+          f"per-call overhead {res.call_overhead_ms:.4f} ms subtracted; {host.get('threads')} thread(s), "
+          f"onnxruntime {host.get('onnxruntime', '?')} on {host.get('platform', '?')}")
+    if res.failed_on_device:
+        print(f"{res.failed_on_device} models failed to run on the device and were not stored (see 'failed' in "
+              f"{args.results})")
     return 0
 
 
@@ -186,6 +232,39 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", default=None)
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(fn=cmd_calibrate)
+
+    p = sub.add_parser(
+        "bundle", help="write ONNX micro-models + a standalone runner for a remote device",
+        description="Write, for a remote device, one ONNX micro-model (deployed form, batch 1) per block signature "
+                    "that the LUT has no row for on it (all of the search space at --resolution, or only those of "
+                    "--genome/--zoo), plus manifest.json (signatures, input shapes, sha256 of every file), "
+                    "run_bundle.py (needs only numpy and onnxruntime: a phone under Termux, a Raspberry Pi, a "
+                    "laptop) and README.txt. Copy DIR to the device, run `python run_bundle.py --threads 1 --out "
+                    "results.json` there, and load the results with `import`. Built-in devices are refused: "
+                    "measured ones are filled with `build`, iphone12 is predicted.")
+    _common(p)
+    p.add_argument("--device", required=True, help="the remote device's name (lower case: letters, digits, ._-)")
+    p.add_argument("--out", required=True, metavar="DIR", help="folder for the bundle (new or empty unless --force)")
+    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--genome", action="append", default=[], help="only this zoo name / genome JSON (repeatable)")
+    p.add_argument("--zoo", action="store_true", help="only the signatures of the seed zoo")
+    p.add_argument("--limit", type=int, default=None, help="write at most this many micro-models")
+    p.add_argument("--force", action="store_true", help="write into DIR even if it is not empty")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_bundle)
+
+    p = sub.add_parser(
+        "import", help="store a remote device's results.json (validated first)",
+        description="Load the results.json that run_bundle.py wrote on a remote device. The whole file is "
+                    "validated before anything is stored: a file for another device, unknown signatures, missing, "
+                    "negative or inconsistent timings are rejected with a message and the LUT is left as it was. "
+                    "Timings are stored with the measured per-call overhead subtracted (it is added back once per "
+                    "network by predict); rows already in the LUT are kept, never overwritten.")
+    _common(p)
+    p.add_argument("results", metavar="RESULTS.json", help="the results file written by run_bundle.py")
+    p.add_argument("--device", required=True, help="the remote device the results were measured on")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(fn=cmd_import)
 
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")

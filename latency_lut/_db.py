@@ -12,7 +12,7 @@ import enum
 import json
 import logging
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -216,6 +216,37 @@ class LatencyTable:
         except IntegrityError:
             return False
         return True
+
+    def add_many(self, records: Iterable[LatencyRecord]) -> int:
+        """Store many records in one transaction (all or nothing); returns how many were new.
+
+        Keys already stored (or repeated in ``records``) are skipped, never overwritten. If a concurrent
+        writer stores one of the keys meanwhile, the transaction is rolled back and retried.
+        """
+        records = list(records)
+        for _attempt in range(3):
+            try:
+                with self._session() as s:
+                    added = 0
+                    for device in sorted({r.device for r in records}):
+                        have = set(s.scalars(select(LatencyRow.signature_key).where(LatencyRow.device == device)))
+                        for r in records:
+                            if r.device == device and r.signature_key not in have:
+                                s.add(LatencyRow(
+                                    device=r.device, signature_key=r.signature_key, block_type=r.block_type,
+                                    signature_json=json.dumps(r.signature, sort_keys=True),
+                                    median_ms=float(r.median_ms), p10_ms=float(r.p10_ms), p90_ms=float(r.p90_ms),
+                                    runs=int(r.runs), source=r.source, backend=r.backend,
+                                    versions_json=json.dumps(r.versions, sort_keys=True), threads=int(r.threads),
+                                    created_at=r.created_at,
+                                ))
+                                have.add(r.signature_key)
+                                added += 1
+                return added
+            except IntegrityError:
+                continue  # rolled back; someone stored one of these keys meanwhile: recompute and retry
+        raise LUTStorageError(f"could not store {len(records)} rows in {_safe(self.url)}: keys kept colliding "
+                              "with concurrent writers; nothing was stored, try again")
 
     def close(self) -> None:
         self.engine.dispose()

@@ -8,6 +8,7 @@ import logging
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+import numpy as np
 from torch import nn
 
 from search_space import Genome, SearchSpace, reparameterize
@@ -77,15 +78,44 @@ def unit_latency(unit: Unit, device: str | DeviceInfo, *, db: LatencyTable | str
     return rec.median_ms
 
 
-def _network_offset(dev: DeviceInfo, threads: int) -> float:
-    """What a whole network pays once on top of its units: the call overhead, or the cost model's intercept."""
+#: (LUT url, device) -> (number of rows when computed, median call overhead of its imported rows)
+_remote_overhead_cache: dict[tuple[str, str], tuple[int, float]] = {}
+
+
+def _remote_call_overhead_ms(table: LatencyTable, device: str, n_rows: int) -> float:
+    """Median per-call overhead recorded by the imported rows of a remote device (0 if none recorded it).
+
+    Rows are never overwritten or deleted, so the cached value stays valid while the row count is unchanged.
+    """
+    cached = _remote_overhead_cache.get((table.url, device))
+    if cached is not None and cached[0] == n_rows:
+        return cached[1]
+    values = []
+    for rec in table.records(device):
+        try:
+            values.append(float(rec.versions["call_overhead_ms"]))
+        except (KeyError, TypeError, ValueError):
+            continue
+    ms = float(np.median(values)) if values else 0.0
+    _remote_overhead_cache[(table.url, device)] = (n_rows, ms)
+    return ms
+
+
+def _network_offset(dev: DeviceInfo, threads: int, table: LatencyTable | None = None) -> float:
+    """What a whole network pays once on top of its units: the call overhead, or the cost model's intercept.
+
+    Measured devices time their overhead here; a remote device uses the overhead its runner measured there
+    (recorded with the imported rows); the predicted device uses its cost model's intercept.
+    """
     if dev.kind == "measured":
         return call_overhead_ms(dev.name, threads)
     if dev.kind == "predicted":
         from ._iphone12 import load_cost_model
 
         return load_cost_model().intercept_ms
-    return 0.0
+    if table is None:
+        return 0.0
+    return _remote_call_overhead_ms(table, dev.name, len(table.keys(dev.name)))
 
 
 def predict_latency(genome: Genome, device: str, resolution: int = 224, *, db: LatencyTable | str | None = None,
@@ -100,7 +130,7 @@ def predict_latency(genome: Genome, device: str, resolution: int = 224, *, db: L
                                  "for it (a remote device gets rows through `bundle` and `import`)")
     units = units_of_genome(genome, resolution, num_classes)
     total = sum(u.count * unit_latency(u, dev, db=table, threads=threads, on_demand=on_demand) for u in units)
-    return total + _network_offset(dev, threads)
+    return total + _network_offset(dev, threads, table)
 
 
 def predict_model_latency(module: nn.Module, device: str, input_size: Sequence[int] = (3, 224, 224), *,
@@ -115,6 +145,24 @@ def predict_model_latency(module: nn.Module, device: str, input_size: Sequence[i
     return predict_module_ms(deployed, tuple(input_size))
 
 
+def _signatures_to_do(
+        device: str, table: LatencyTable, *, space: SearchSpace | None = None, genomes: Iterable[Genome] | None = None,
+        resolution: int = 224, num_classes: int = 1000,
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The signatures of ``genomes`` (or of ``space``, default the whole space at ``resolution``), each once,
+    and those of them that ``device`` has no row for in ``table``."""
+    if genomes is not None:
+        sigs: dict[str, dict[str, Any]] = {}
+        for g in genomes:
+            for u in units_of_genome(g, resolution, num_classes):
+                sigs.setdefault(u.key, u.signature)
+        todo_all = list(sigs.values())
+    else:
+        todo_all = list(enumerate_space(space or SearchSpace(resolution=resolution), num_classes))
+    have = table.keys(device)
+    return todo_all, [s for s in todo_all if signature_key(s) not in have]
+
+
 def build_lut(device: str, *, db: LatencyTable | str | None = None, space: SearchSpace | None = None,
               genomes: Iterable[Genome] | None = None, resolution: int = 224, num_classes: int = 1000,
               threads: int = 1, runs: int = 30, warmup: int = 5, progress: bool = True) -> dict[str, int]:
@@ -125,16 +173,8 @@ def build_lut(device: str, *, db: LatencyTable | str | None = None, space: Searc
     """
     dev = get_device(device)
     table = _table(db)
-    if genomes is not None:
-        sigs: dict[str, dict] = {}
-        for g in genomes:
-            for u in units_of_genome(g, resolution, num_classes):
-                sigs.setdefault(u.key, u.signature)
-        todo_all = list(sigs.values())
-    else:
-        todo_all = list(enumerate_space(space or SearchSpace(resolution=resolution), num_classes))
-    have = table.keys(dev.name)
-    todo = [s for s in todo_all if signature_key(s) not in have]
+    todo_all, todo = _signatures_to_do(dev.name, table, space=space, genomes=genomes, resolution=resolution,
+                                       num_classes=num_classes)
     _logger.info("%s: %d signatures, %d already in %s, %d to %s", dev.name, len(todo_all), len(todo_all) - len(todo),
                  table.url, len(todo), "measure" if dev.kind == "measured" else "predict")
     from tqdm.auto import tqdm
