@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,11 +26,15 @@ from search_space import RepNASError
 __all__ = [
     "FORMAT_VERSION",
     "CalibrationRow",
+    "Candidate",
     "CostModel",
     "CostModelError",
+    "evaluate",
     "feature_value",
     "fit",
     "leave_one_family_out",
+    "nested_leave_one_family_out",
+    "select_candidate",
 ]
 
 FORMAT_VERSION = 1
@@ -189,6 +194,7 @@ def fit(
         fit_intercept: bool = True,
         loss: str = "l2",
         irls_iterations: int = 30,
+        min_coefficients: Mapping[str, float] | None = None,
         provenance: Mapping[str, Any] | None = None,
 ) -> CostModel:
     """Fit a :class:`CostModel` by (weighted) non-negative least squares.
@@ -202,6 +208,8 @@ def fit(
         fit_intercept: Fit a non-negative fixed cost; otherwise it is 0.
         loss: ``"l2"`` (squared error) or ``"l1"`` (absolute error, by iteratively re-weighted least squares).
         irls_iterations: Re-weighting passes for ``loss="l1"``.
+        min_coefficients: Lower bounds (ms per unit, ``>= 0``) of some coefficients by feature name, e.g. a
+            physical floor on the cost of a MAC; the others are bounded by 0.
         provenance: Stored on the model as is.
 
     Returns:
@@ -227,23 +235,33 @@ def fit(
     x = np.array([[feature_value(r, nm) for nm in names] for r in feature_rows], dtype=float).reshape(n, len(names))
     if not np.all(np.isfinite(x)) or np.any(x < 0):
         raise CostModelError("features must be finite and non-negative")
+    lower = np.zeros(len(names))
+    for name, lb in dict(min_coefficients or {}).items():
+        if name not in names:
+            raise CostModelError(f"min_coefficients names {name!r}, which is not one of the features")
+        if not (math.isfinite(float(lb)) and float(lb) >= 0):
+            raise CostModelError(f"min_coefficients[{name!r}] must be finite and non-negative, got {lb!r}")
+        lower[names.index(name)] = float(lb)
+    floor_ms = x @ lower  # the part of every prediction the lower bounds fix
     if fit_intercept:
         x = np.hstack([x, np.ones((n, 1))])
+        lower = np.append(lower, 0.0)
 
     row_scale = np.sqrt(w) / (y if relative else 1.0)
     a = x * row_scale[:, None]
     col_scale = np.sqrt(np.mean(a**2, axis=0))
     col_scale[col_scale == 0] = 1.0
     a = a / col_scale
-    b = y * row_scale
+    b = (y - floor_ms) * row_scale  # coefficients above their lower bounds are fitted non-negative
+    eps = 1e-3 * max(float(np.median(np.abs(y * row_scale))), 1e-12)
 
     irls = np.ones(n)
     for _ in range(irls_iterations if loss == "l1" else 1):
         sol, _ = nnls(a * irls[:, None], b * irls, maxiter=50 * a.shape[1] + 100)
         if loss == "l1":
             resid = np.abs(a @ sol - b)
-            irls = 1.0 / np.sqrt(np.maximum(resid, 1e-3 * max(float(np.median(np.abs(b))), 1e-12)))
-    coef = sol / col_scale
+            irls = 1.0 / np.sqrt(np.maximum(resid, eps))
+    coef = sol / col_scale + lower
     intercept = float(coef[-1]) if fit_intercept else 0.0
     coefs = coef[:-1] if fit_intercept else coef
     return CostModel(names, tuple(float(max(c, 0.0)) for c in coefs), max(intercept, 0.0), dict(provenance or {}))
@@ -272,42 +290,84 @@ class CalibrationRow:
     quality: str = ""
 
 
-def _arch_errors(rows: Sequence[CalibrationRow], preds: Sequence[float]) -> dict[str, tuple[float, float, float]]:
-    """Per architecture: (mean absolute relative error over its rows, mean published ms, predicted ms)."""
-    acc: dict[str, list] = {}
+_QUALITY_RANK = {"A": 0, "A-": 1, "B": 2}
+
+
+def _arch_errors(rows: Sequence[CalibrationRow], preds: Sequence[float]) -> dict[str, dict[str, Any]]:
+    """Per architecture: its rows' published values, quality tags and errors against one prediction."""
+    acc: dict[str, dict[str, Any]] = {}
     for r, p in zip(rows, preds):
-        acc.setdefault(r.arch, []).append((abs(p - r.latency_ms) / r.latency_ms, r.latency_ms, p))
-    return {
-        k: (float(np.mean([e for e, _, _ in v])), float(np.mean([y for _, y, _ in v])), float(v[0][2]))
-        for k, v in acc.items()
-    }
+        a = acc.setdefault(r.arch, {"predicted_ms": float(p), "rows": []})
+        a["rows"].append({"published_ms": r.latency_ms, "quality": r.quality,
+                          "ape_pct": 100.0 * abs(p - r.latency_ms) / r.latency_ms})
+    for a in acc.values():
+        rs = a["rows"]
+        best = min(_QUALITY_RANK.get(x["quality"], 3) for x in rs)
+        top = [x for x in rs if _QUALITY_RANK.get(x["quality"], 3) == best]
+        a["published_ms"] = float(np.mean([x["published_ms"] for x in rs]))
+        a["ape_pct"] = float(np.mean([x["ape_pct"] for x in rs]))
+        a["ape_best_quality_pct"] = float(np.mean([x["ape_pct"] for x in top]))
+    return acc
 
 
 def evaluate(model: CostModel, rows: Sequence[CalibrationRow]) -> dict[str, Any]:
-    """MAPE (every architecture weighted equally, all of its rows) and Spearman rank correlation of ``rows``.
+    """MAPE and Spearman rank correlation of ``model`` on ``rows``, every architecture weighted equally.
 
-    Spearman is over architectures (mean published latency against prediction) and NaN when fewer than 3
-    distinct architectures are present.
+    Two scorings of an architecture with several published rows: ``mape_pct`` averages its error against
+    every row (conflicting sources all count), ``mape_best_quality_pct`` only against its rows of the best
+    quality tag present (``A`` before ``A-`` before ``B``). Spearman is over architectures (mean published
+    latency against prediction) and NaN when fewer than 3 distinct architectures are present.
     """
     from scipy.stats import spearmanr
 
     preds = [model.predict(r.features) for r in rows]
     per_arch = _arch_errors(rows, preds)
-    mape = 100.0 * float(np.mean([e for e, _, _ in per_arch.values()])) if per_arch else float("nan")
+    if per_arch:
+        mape = float(np.mean([a["ape_pct"] for a in per_arch.values()]))
+        mape_best = float(np.mean([a["ape_best_quality_pct"] for a in per_arch.values()]))
+    else:
+        mape = mape_best = float("nan")
     if len(per_arch) >= 3:
-        ys = [y for _, y, _ in per_arch.values()]
-        ps = [p for _, _, p in per_arch.values()]
-        rho = float(spearmanr(ys, ps).statistic)
+        ys = [a["published_ms"] for a in per_arch.values()]
+        ps = [a["predicted_ms"] for a in per_arch.values()]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # constant predictions: NaN, which is the answer
+            rho = float(spearmanr(ys, ps).statistic)
     else:
         rho = float("nan")
     return {
         "mape_pct": mape,
+        "mape_best_quality_pct": mape_best,
         "spearman": rho,
         "n_rows": len(rows),
         "n_models": len(per_arch),
-        "models": {k: {"published_ms": y, "predicted_ms": p, "ape_pct": 100.0 * e} for k, (e, y, p) in
-                   sorted(per_arch.items())},
+        "models": dict(sorted(per_arch.items())),
     }
+
+
+def _summarise(table: list[dict[str, Any]]) -> dict[str, Any]:
+    mapes = [t["mape_pct"] for t in table]
+    rhos = [t["spearman"] for t in table if math.isfinite(t["spearman"])]
+    return {
+        "families": table,
+        "mean_mape_pct": float(np.mean(mapes)),
+        "median_mape_pct": float(np.median(mapes)),
+        "max_mape_pct": float(np.max(mapes)),
+        "mean_spearman": float(np.mean(rhos)) if rhos else float("nan"),
+        "mean_mape_best_quality_pct": float(np.mean([t["mape_best_quality_pct"] for t in table])),
+    }
+
+
+def _fit_rows(rows: Sequence[CalibrationRow], feature_names: Sequence[str], **fit_options: Any) -> CostModel:
+    return fit([r.features for r in rows], [r.latency_ms for r in rows], feature_names=feature_names,
+               weights=[r.weight for r in rows], **fit_options)
+
+
+def _families(rows: Sequence[CalibrationRow]) -> list[str]:
+    families = sorted({r.family for r in rows})
+    if len(families) < 2:
+        raise CostModelError("leave-one-family-out needs at least two families")
+    return families
 
 
 def leave_one_family_out(
@@ -324,26 +384,75 @@ def leave_one_family_out(
         **fit_options: Other keyword arguments of :func:`fit`.
 
     Returns:
-        ``{"families": [{"family", "n_rows", "n_models", "mape_pct", "spearman", "models"}, ...],
-        "mean_mape_pct", "median_mape_pct", "max_mape_pct", "mean_spearman"}``; family entries sorted by name.
-        ``mean_spearman`` averages the families where it is defined.
+        ``{"families": [{"family", "n_rows", "n_models", "mape_pct", "mape_best_quality_pct", "spearman",
+        "models"}, ...], "mean_mape_pct", "median_mape_pct", "max_mape_pct", "mean_spearman",
+        "mean_mape_best_quality_pct"}``; family entries sorted by name. ``mean_spearman`` averages the
+        families where it is defined.
     """
-    families = sorted({r.family for r in rows})
-    if len(families) < 2:
-        raise CostModelError("leave-one-family-out needs at least two families")
+    table = []
+    for fam in _families(rows):
+        m = _fit_rows([r for r in rows if r.family != fam], feature_names, **fit_options)
+        table.append({"family": fam, **evaluate(m, [r for r in rows if r.family == fam])})
+    return _summarise(table)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One model specification that model selection may choose: features and fit options.
+
+    Attributes:
+        name: Short label.
+        feature_names: Passed to :func:`fit`.
+        fit_options: Other keyword arguments of :func:`fit`.
+    """
+
+    name: str
+    feature_names: tuple[str, ...]
+    fit_options: Mapping[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "feature_names": list(self.feature_names), "fit_options": dict(self.fit_options)}
+
+
+def select_candidate(
+        rows: Sequence[CalibrationRow],
+        candidates: Sequence[Candidate],
+) -> tuple[int, list[float]]:
+    """The candidate with the lowest leave-one-family-out mean MAPE on ``rows`` (first one on ties).
+
+    Returns:
+        ``(index of the chosen candidate, LOFO mean MAPE of every candidate)``.
+    """
+    if not candidates:
+        raise CostModelError("no candidate models to select from")
+    scores = [leave_one_family_out(rows, feature_names=c.feature_names, **dict(c.fit_options))["mean_mape_pct"]
+              for c in candidates]
+    return int(np.argmin(scores)), scores
+
+
+def nested_leave_one_family_out(
+        rows: Sequence[CalibrationRow],
+        candidates: Sequence[Candidate],
+) -> dict[str, Any]:
+    """Leave-one-family-out error of the whole procedure "select a candidate by LOFO, then fit it".
+
+    For each family in turn, the candidate is chosen by :func:`select_candidate` on the other families only
+    (an inner LOFO that never sees the left-out family), fitted on them and scored on the left-out family.
+    This is the honest error of a model whose features were selected on the same data; plain
+    :func:`leave_one_family_out` of the finally selected candidate is optimistic.
+
+    Returns:
+        As :func:`leave_one_family_out`, each family entry with ``"chosen"`` (the name of the candidate the
+        inner selection picked); needs at least three families.
+    """
+    families = _families(rows)
+    if len(families) < 3:
+        raise CostModelError("nested leave-one-family-out needs at least three families")
     table = []
     for fam in families:
         train = [r for r in rows if r.family != fam]
-        test = [r for r in rows if r.family == fam]
-        m = fit([r.features for r in train], [r.latency_ms for r in train], feature_names=feature_names,
-                weights=[r.weight for r in train], **fit_options)
-        table.append({"family": fam, **evaluate(m, test)})
-    mapes = [t["mape_pct"] for t in table]
-    rhos = [t["spearman"] for t in table if math.isfinite(t["spearman"])]
-    return {
-        "families": table,
-        "mean_mape_pct": float(np.mean(mapes)),
-        "median_mape_pct": float(np.median(mapes)),
-        "max_mape_pct": float(np.max(mapes)),
-        "mean_spearman": float(np.mean(rhos)) if rhos else float("nan"),
-    }
+        idx, _ = select_candidate(train, candidates)
+        c = candidates[idx]
+        m = _fit_rows(train, c.feature_names, **dict(c.fit_options))
+        table.append({"family": fam, "chosen": c.name, **evaluate(m, [r for r in rows if r.family == fam])})
+    return _summarise(table)

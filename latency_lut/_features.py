@@ -1,17 +1,26 @@
 """Graph-level cost features of any ``nn.Module``, read from its deployed ONNX graph.
 
 The module is re-parameterized (a deep copy: the caller's module is left alone), exported to ONNX
-with :func:`search_space._export.export_onnx`, shape-inferred, and every node is priced by op class:
+with :func:`search_space._export.export_onnx` and shape-inferred. Nodes that only compute shapes (all
+inputs constant, or integer outputs) are left out: a compiler folds them away. Elementwise functions of a
+single tensor (GELU exported as five nodes, SiLU as two, layer scales, biases) are then fused into one
+layer, and into the convolution / matrix product / norm that produces their input where nothing else
+reads it (see :func:`fuse_elementwise`), as Core ML's compiler does. Every resulting layer is priced by op
+class:
 
-- ``macs``: multiply-accumulates (convolutions, matrix products) or element operations (the rest);
-- ``bytes``: activation traffic, i.e. every float tensor a node reads or writes, at
+- ``macs``: multiply-accumulates (convolutions, matrix products) or output elements (the rest);
+- ``bytes``: activation traffic, i.e. every float tensor a layer reads or writes, at
   ``bytes_per_element`` bytes (2 by default: Core ML runs fp16 on the Neural Engine);
-- ``weight_bytes``: parameter traffic (initializers read by the node);
-- ``ops``: node count (the fixed per-layer dispatch cost of a runtime).
+- ``weight_bytes``: parameter traffic (initializers read by the layer);
+- ``ops``: layer count (the fixed per-layer dispatch cost of a runtime);
+- ``spill128k`` ... ``spill2m``: large-tensor traffic, i.e. for every activation tensor a layer reads or
+  writes, its bytes beyond 128 KiB, 256 KiB, 512 KiB, 1 MiB or 2 MiB (:data:`SPILL_THRESHOLDS`). A
+  tensor that does not fit an accelerator's on-chip buffers goes through DRAM; small ones do not.
 
-Nodes that only compute shapes (all inputs constant, or integer outputs) are left out: a compiler
-folds them away. The result is a flat ``dict[str, float]`` with keys ``"<class>.<quantity>"`` plus
-``"total.<quantity>"``, in a fixed order, deterministic for a given module and input size.
+Every quantity is a sum over layers, so the features of a network are the sums of those of its parts
+(up to elementwise chains that straddle a part boundary). The result is a flat ``dict[str, float]`` with
+keys ``"<class>.<quantity>"`` plus ``"total.<quantity>"``, in a fixed order, deterministic for a given
+module and input size.
 """
 
 from __future__ import annotations
@@ -25,7 +34,18 @@ from pathlib import Path
 
 from torch import nn
 
-__all__ = ["OP_CLASSES", "QUANTITIES", "classify_node", "graph_features", "onnx_graph_features"]
+__all__ = [
+    "OP_CLASSES",
+    "QUANTITIES",
+    "SPILL_THRESHOLDS",
+    "classify_node",
+    "features_from_records",
+    "fuse_elementwise",
+    "graph_features",
+    "graph_node_records",
+    "onnx_graph_features",
+    "onnx_node_records",
+]
 
 _logger = logging.getLogger(__name__)
 
@@ -48,7 +68,16 @@ OP_CLASSES: tuple[str, ...] = (
 ``conv_pointwise`` a dense 1 x 1 one. ``matmul`` multiplies by a weight (linear layers), ``matmul_dynamic``
 multiplies two activations (attention's ``Q K^T`` and ``A V``)."""
 
-QUANTITIES: tuple[str, ...] = ("macs", "bytes", "weight_bytes", "ops")
+SPILL_THRESHOLDS: dict[str, int] = {
+    "spill128k": 128 * 1024,
+    "spill256k": 256 * 1024,
+    "spill512k": 512 * 1024,
+    "spill1m": 1024 * 1024,
+    "spill2m": 2048 * 1024,
+}
+"""Large-tensor traffic quantities: name -> bytes of a tensor that are free (see the module docstring)."""
+
+QUANTITIES: tuple[str, ...] = ("macs", "bytes", "weight_bytes", "ops", *SPILL_THRESHOLDS)
 
 _NORM = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
          "LpNormalization", "MeanVarianceNormalization", "RMSNormalization", "SimplifiedLayerNormalization"}
@@ -72,6 +101,7 @@ def graph_features(
         input_size: Sequence[int] = (3, 224, 224),
         *,
         bytes_per_element: int = 2,
+        fuse: bool = True,
 ) -> dict[str, float]:
     """Cost features of ``module``'s deployed form at batch size 1.
 
@@ -81,9 +111,20 @@ def graph_features(
             blocks alike) before export, so the features price what would be deployed.
         input_size: ``(C, H, W)`` of one input.
         bytes_per_element: Storage size of one activation or weight element.
+        fuse: Price fused layers (:func:`fuse_elementwise`, the default) rather than raw ONNX nodes.
 
     Returns:
         Feature name -> value, see the module docstring.
+
+    Raises:
+        CostModelError: The module cannot be copied, re-parameterized, exported or analysed.
+    """
+    records = graph_node_records(module, input_size)
+    return features_from_records(fuse_elementwise(records) if fuse else records, bytes_per_element=bytes_per_element)
+
+
+def graph_node_records(module: nn.Module, input_size: Sequence[int] = (3, 224, 224)) -> list[dict]:
+    """:func:`onnx_node_records` of ``module``'s deployed ONNX graph (see :func:`graph_features`).
 
     Raises:
         CostModelError: The module cannot be copied, re-parameterized, exported or analysed.
@@ -115,7 +156,7 @@ def graph_features(
             proto = onnx.shape_inference.infer_shapes(proto, data_prop=True)
         except Exception as e:  # noqa: BLE001
             raise CostModelError(f"cannot analyse the ONNX graph of {name}: {type(e).__name__}: {e}") from e
-    return onnx_graph_features(proto, bytes_per_element=bytes_per_element)
+    return onnx_node_records(proto)
 
 
 def _deployed_copy(module: nn.Module) -> nn.Module:
@@ -185,12 +226,14 @@ def classify_node(
     return "other"
 
 
-def onnx_graph_features(
-        proto,
-        *,
-        bytes_per_element: int = 2,
-) -> dict[str, float]:
-    """Cost features of a shape-inferred ``onnx.ModelProto`` (see the module docstring)."""
+def onnx_node_records(proto) -> list[dict]:
+    """One record per priced node of a shape-inferred ``onnx.ModelProto``, in graph order.
+
+    Each record holds ``op_type``, ``cls`` (see :data:`OP_CLASSES`), ``macs``, the convolution ``kernel``
+    taps, element counts ``in_elems`` (activation inputs), ``out_elems`` (float outputs) and
+    ``weight_elems`` (initializers read), the activation ``inputs`` and ``outputs`` names and their element
+    counts ``in_sizes`` / ``out_sizes``. Shape-only nodes are left out (a compiler folds them).
+    """
     graph = proto.graph
     shapes: dict[str, tuple[int, tuple[int, ...]]] = {}
 
@@ -213,7 +256,7 @@ def onnx_graph_features(
                 if attr.name == "value":
                     shapes[node.output[0]] = (attr.t.data_type, tuple(int(d) for d in attr.t.dims))
 
-    feats = {f"{c}.{q}": 0.0 for c in OP_CLASSES for q in QUANTITIES}
+    records: list[dict] = []
     for node in graph.node:
         if node.op_type in _FREE:
             constants.update(node.output)
@@ -237,8 +280,9 @@ def onnx_graph_features(
         dynamic = not any(i in constants for i in ins[:2])
         cls = classify_node(node.op_type, group=group, in_channels=in_ch, kernel=kernel, dynamic=dynamic)
 
-        act_elems = 0
         weight_elems = 0
+        act_inputs: list[str] = []
+        in_sizes: list[int] = []
         for i in ins:
             info = shapes.get(i)
             if info is None or info[0] not in _FLOAT_TYPES:
@@ -247,16 +291,113 @@ def onnx_graph_features(
             if i in constants:
                 weight_elems += n
             else:
-                act_elems += n
-        out_elems = sum(math.prod(info[1]) for info in out_info if info is not None and info[0] in _FLOAT_TYPES)
-        act_elems += out_elems
-
+                act_inputs.append(i)
+                in_sizes.append(int(n))
+        out_sizes = [int(math.prod(info[1])) for info in out_info if info is not None and info[0] in _FLOAT_TYPES]
+        out_elems = sum(out_sizes)
         trans_a = bool(attrs["transA"].i) if "transA" in attrs else False
-        feats[f"{cls}.macs"] += float(_macs(node.op_type, ins, out_elems, shapes, trans_a=trans_a))
-        feats[f"{cls}.bytes"] += float(act_elems * bytes_per_element)
-        feats[f"{cls}.weight_bytes"] += float(weight_elems * bytes_per_element)
-        feats[f"{cls}.ops"] += 1.0
+        records.append({
+            "op_type": node.op_type, "cls": cls,
+            "macs": int(_macs(node.op_type, ins, out_elems, shapes, trans_a=trans_a)),
+            "in_elems": sum(in_sizes), "out_elems": int(out_elems), "weight_elems": int(weight_elems),
+            "kernel": kernel, "inputs": tuple(act_inputs), "in_sizes": tuple(in_sizes), "outputs": tuple(outs),
+            "out_sizes": tuple(out_sizes),
+        })
+    return records
 
+
+_UNARY_CLASSES = ("elementwise", "activation")
+_FUSE_INTO = ("conv_dense", "conv_pointwise", "conv_depthwise", "conv_grouped", "matmul", "matmul_dynamic", "norm")
+
+
+def fuse_elementwise(records: Sequence[dict]) -> list[dict]:
+    """Deployed layers of :func:`onnx_node_records`: elementwise functions of one tensor fused, as Core ML does.
+
+    An elementwise or activation node whose activation inputs all derive, through such nodes only, from one
+    tensor ``x`` is a pointwise function of ``x`` (GELU exported as Div/Erf/Add/Mul/Mul, SiLU as
+    Sigmoid/Mul, a layer scale, a bias): every such chain becomes one ``activation``/``elementwise`` layer
+    reading ``x`` and writing the chain's outputs. When ``x`` comes from a convolution, matrix product or
+    norm and nothing else reads ``x``, the chain is folded into that layer (it adds its weights, and no
+    layer, traffic or MACs). Binary operations on two different tensors (residual adds, gating products)
+    stay layers of their own. The records are not modified; new ones are returned in graph order.
+    """
+    producer: dict[str, int] = {}
+    consumers: dict[str, list[int]] = {}
+    for i, r in enumerate(records):
+        for o in r["outputs"]:
+            producer[o] = i
+        for t in r["inputs"]:
+            consumers.setdefault(t, []).append(i)
+    root: dict[str, str] = {}
+    chain_of: dict[int, str] = {}
+    for i, r in enumerate(records):
+        if r["cls"] in _UNARY_CLASSES and r["inputs"]:
+            roots = {root.get(t, t) for t in r["inputs"]}
+            if len(roots) == 1:
+                chain_of[i] = rt = roots.pop()
+                for o in r["outputs"]:
+                    root[o] = rt
+    chains: dict[str, list[int]] = {}
+    for i, rt in chain_of.items():
+        chains.setdefault(rt, []).append(i)
+
+    layers: dict[int, dict] = {}
+    for i, r in enumerate(records):
+        if i not in chain_of:
+            layers[i] = dict(r)
+    for rt, nodes in chains.items():
+        members = set(nodes)
+        outs, out_sizes = [], []
+        for j in nodes:
+            for o, n in zip(records[j]["outputs"], records[j]["out_sizes"]):
+                if not consumers.get(o) or any(c not in members for c in consumers[o]):
+                    outs.append(o)
+                    out_sizes.append(n)
+        rt_size = next(n for j in nodes for t, n in zip(records[j]["inputs"], records[j]["in_sizes"]) if t == rt)
+        weights = sum(records[j]["weight_elems"] for j in nodes)
+        p = producer.get(rt)
+        if p is not None and p in layers and records[p]["cls"] in _FUSE_INTO and all(
+                c in members for c in consumers.get(rt, ())):
+            host = layers[p]
+            host["outputs"] = tuple(o for o in host["outputs"] if o != rt) + tuple(outs)
+            host["out_sizes"] = tuple(n for o, n in zip(records[p]["outputs"], records[p]["out_sizes"]) if o != rt) \
+                + tuple(out_sizes)
+            host["out_elems"] = sum(host["out_sizes"])
+            host["weight_elems"] += weights
+            continue
+        cls = "activation" if any(records[j]["cls"] == "activation" for j in nodes) else "elementwise"
+        layers[nodes[0]] = {
+            "op_type": records[nodes[0]]["op_type"] if len(nodes) == 1 else "FusedElementwise", "cls": cls,
+            "macs": sum(out_sizes), "in_elems": rt_size, "out_elems": sum(out_sizes), "weight_elems": weights,
+            "kernel": 1, "inputs": (rt,), "in_sizes": (rt_size,), "outputs": tuple(outs),
+            "out_sizes": tuple(out_sizes),
+        }
+    return [layers[i] for i in sorted(layers)]
+
+
+def onnx_graph_features(
+        proto,
+        *,
+        bytes_per_element: int = 2,
+        fuse: bool = True,
+) -> dict[str, float]:
+    """Cost features of a shape-inferred ``onnx.ModelProto`` (see the module docstring)."""
+    records = onnx_node_records(proto)
+    return features_from_records(fuse_elementwise(records) if fuse else records, bytes_per_element=bytes_per_element)
+
+
+def features_from_records(records: Sequence[dict], *, bytes_per_element: int = 2) -> dict[str, float]:
+    """Sum node or layer records (:func:`onnx_node_records`, :func:`fuse_elementwise`) into the feature dict."""
+    feats = {f"{c}.{q}": 0.0 for c in OP_CLASSES for q in QUANTITIES}
+    for r in records:
+        cls = r["cls"]
+        sizes = [n * bytes_per_element for n in (*r["in_sizes"], *r["out_sizes"])]
+        feats[f"{cls}.macs"] += float(r["macs"])
+        feats[f"{cls}.bytes"] += float(sum(sizes))
+        feats[f"{cls}.weight_bytes"] += float(r["weight_elems"] * bytes_per_element)
+        feats[f"{cls}.ops"] += 1.0
+        for q, limit in SPILL_THRESHOLDS.items():
+            feats[f"{cls}.{q}"] += float(sum(b - limit for b in sizes if b > limit))
     for q in QUANTITIES:
         feats[f"total.{q}"] = float(sum(feats[f"{c}.{q}"] for c in OP_CLASSES))
     return feats

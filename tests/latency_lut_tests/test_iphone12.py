@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -10,19 +11,26 @@ import pytest
 import torch
 from torch import nn
 
+import latency_lut
 import search_space
 from latency_lut._costmodel import (
     FORMAT_VERSION,
     CalibrationRow,
+    Candidate,
     CostModel,
     CostModelError,
     evaluate,
     feature_value,
     fit,
     leave_one_family_out,
+    nested_leave_one_family_out,
+    select_candidate,
 )
-from latency_lut._features import OP_CLASSES, QUANTITIES, classify_node, graph_features
+from latency_lut._features import OP_CLASSES, QUANTITIES, SPILL_THRESHOLDS, classify_node, graph_features
 from latency_lut._iphone12 import (
+    CANDIDATES,
+    MAC_FLOOR_MS,
+    MACS_FEATURE,
     _parse_resolution,
     calibration_summary,
     default_costmodel_path,
@@ -30,7 +38,9 @@ from latency_lut._iphone12 import (
     family_of,
     load_cost_model,
     predict_module_ms,
+    unit_cost_ms,
 )
+from latency_lut._signatures import build_unit
 
 
 def _tiny() -> nn.Module:
@@ -80,11 +90,49 @@ class TestGraphFeatures:
 
     def test_zoo_model_positive_totals(self, repvit_features):
         f = repvit_features
-        for q in QUANTITIES:
+        for q in ("macs", "bytes", "weight_bytes", "ops", "spill128k"):
             assert f[f"total.{q}"] > 0
+        spills = [f[f"total.{q}"] for q in SPILL_THRESHOLDS]
+        assert spills == sorted(spills, reverse=True)  # a higher threshold leaves fewer bytes over it
         assert 0.6e9 < f["total.macs"] < 1.1e9  # RepViT-M0.9 is published at 0.8 GMACs
         assert f["conv_depthwise.macs"] > 0 and f["conv_pointwise.macs"] > f["conv_depthwise.macs"]
         assert all(math.isfinite(v) and v >= 0 for v in f.values())
+
+    def test_elementwise_chains_are_fused(self):
+        class Res(nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.pw = nn.Conv2d(8, 16, 1)
+                self.act = nn.GELU()  # exported as Div/Erf/Add/Mul/Mul
+                self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+                self.scale = nn.Parameter(torch.full((1, 16, 1, 1), 0.5))
+                self.proj = nn.Conv2d(16, 8, 1)
+
+            def forward(self, x):
+                return x + self.proj(self.dw(self.act(self.pw(x))) * self.scale)
+
+        raw = graph_features(Res(), (8, 16, 16), fuse=False)
+        fused = graph_features(Res(), (8, 16, 16))
+        assert raw["activation.ops"] == 1 and raw["elementwise.ops"] == 6  # Erf; Div/Add/Mul/Mul, scale, residual
+        assert fused["activation.ops"] == 0  # GELU folded into the 1x1 conv, the scale into the depthwise conv
+        assert fused["elementwise.ops"] == 1  # the residual add reads two tensors: a layer of its own
+        assert fused["elementwise.bytes"] == 2 * 3 * 8 * 16 * 16
+        convs = [c for c in OP_CLASSES if c.startswith("conv")]
+        assert sum(fused[f"{c}.macs"] for c in convs) == sum(raw[f"{c}.macs"] for c in convs)
+        # every constant (layer scale, GELU's scalars) now belongs to the convolution it was folded into
+        conv_weights = sum(fused[f"{c}.weight_bytes"] for c in convs)
+        assert conv_weights == fused["total.weight_bytes"] == raw["total.weight_bytes"]
+
+        lone = graph_features(nn.GELU(), (4, 8, 8))  # no producer to fold into: one layer
+        assert lone["activation.ops"] == 1 and lone["total.ops"] == 1
+        assert lone["activation.bytes"] == 2 * 2 * 4 * 8 * 8
+
+    def test_spill_bytes_exact(self):
+        f = graph_features(nn.Conv2d(4, 4, 1), (4, 256, 256))  # input and output: 512 KiB each in fp16
+        kib = 1024
+        assert f["conv_pointwise.spill128k"] == 2 * (512 - 128) * kib
+        assert f["conv_pointwise.spill256k"] == 2 * (512 - 256) * kib
+        assert f["conv_pointwise.spill512k"] == f["conv_pointwise.spill1m"] == f["conv_pointwise.spill2m"] == 0
 
     def test_classify_node(self):
         assert classify_node("Conv", group=32, in_channels=32, kernel=9) == "conv_depthwise"
@@ -173,6 +221,43 @@ class TestCostModel:
         with pytest.raises(CostModelError, match="non-negative"):
             CostModel(("x",), (-1.0,))
 
+    def test_fit_respects_lower_bounds(self):
+        rng = np.random.default_rng(2)
+        rows = [{"x": float(x), "y": float(y)} for x, y in rng.uniform(1, 10, size=(30, 2))]
+        lat = [0.2 + 0.1 * r["x"] + 0.3 * r["y"] for r in rows]
+        m = fit(rows, lat, feature_names=["x", "y"], min_coefficients={"x": 0.05})  # bound below the truth
+        assert m.coefficients == pytest.approx([0.1, 0.3], abs=1e-6)
+        for loss in ("l2", "l1"):
+            m = fit(rows, lat, feature_names=["x", "y"], min_coefficients={"x": 0.2}, loss=loss)
+            assert m.coefficients[0] == pytest.approx(0.2) and m.coefficients[1] >= 0 and m.intercept_ms >= 0
+        with pytest.raises(CostModelError, match="not one of the features"):
+            fit(rows, lat, feature_names=["x"], min_coefficients={"z": 1.0})
+        with pytest.raises(CostModelError, match="non-negative"):
+            fit(rows, lat, feature_names=["x"], min_coefficients={"x": -1.0})
+
+    def test_best_quality_scoring(self):
+        rows = [CalibrationRow("M", "m", "F", {"x": 1.0}, 1.0, quality="B"),
+                CalibrationRow("M", "m", "F", {"x": 1.0}, 2.0, quality="A-")]
+        ev = evaluate(CostModel(("x",), (1.0,)), rows)
+        assert ev["mape_pct"] == pytest.approx(25.0)  # |1-1|/1 and |1-2|/2, averaged
+        assert ev["mape_best_quality_pct"] == pytest.approx(50.0)  # only the A- row counts
+        assert [r["quality"] for r in ev["models"]["m"]["rows"]] == ["B", "A-"]
+
+    def test_selection_and_nested_lofo(self):
+        rows = []
+        for fam, n in (("F1", 4), ("F2", 3), ("F3", 3), ("F4", 2)):
+            for i in range(n):
+                x, z = float(10 * (i + 1) + len(fam) + n), float((7 * i + 3 * n) % 5 + 1)
+                rows.append(CalibrationRow(f"{fam}-{i}", f"{fam}{i}", fam, {"x": x, "z": z}, 0.2 + 0.1 * x))
+        cands = [Candidate("z", ("z",)), Candidate("x", ("x",), {"loss": "l1"})]
+        idx, scores = select_candidate(rows, cands)
+        assert idx == 1 and scores[1] == pytest.approx(0.0, abs=1e-6) and scores[0] > 1.0
+        nested = nested_leave_one_family_out(rows, cands)
+        assert [f["chosen"] for f in nested["families"]] == ["x"] * 4
+        assert nested["mean_mape_pct"] == pytest.approx(0.0, abs=1e-6)
+        with pytest.raises(CostModelError, match="three families"):
+            nested_leave_one_family_out([r for r in rows if r.family in ("F1", "F2")], cands)
+
     def test_leave_one_family_out_table(self):
         rows = []
         for fam, n in (("F1", 4), ("F2", 3), ("F3", 2)):
@@ -211,11 +296,92 @@ class TestShippedIphone12:
         prov = load_cost_model().provenance
         families = {r["family"] for r in prov["rows_used"]}
         assert {f["family"] for f in prov["lofo"]["families"]} == families
+        assert {f["family"] for f in prov["lofo_unnested"]["families"]} == families
         assert {"RepViT", "FastViT", "MobileOne", "EfficientFormer", "MobileNetV2", "MobileCLIP"} <= families
         summary = calibration_summary()
         assert summary["predicted"] is True and "PREDICTED" in summary["note"]
         assert len(summary["families"]) == len(families)
         assert summary["lofo_mean_mape_pct"] > 0
+        for key in ("lofo_max_mape_pct", "lofo_mean_spearman", "in_sample_mape_pct", "created", "csv_sha256"):
+            assert summary[key] is not None
+        assert all({"family", "n_models", "n_rows", "mape_pct", "spearman"} <= set(f) for f in summary["families"])
+
+    def test_selection_record(self):
+        m = load_cost_model()
+        sel = m.provenance["model_selection"]
+        names = [c.name for c in CANDIDATES]
+        assert [c["name"] for c in sel["candidates"]] == names and sel["chosen"] in names
+        chosen = CANDIDATES[names.index(sel["chosen"])]
+        assert m.feature_names == chosen.feature_names
+        assert m.provenance["lofo_kind"] == "nested"
+        assert all(f["chosen"] in names for f in m.provenance["lofo"]["families"])
+        scores = [c["lofo_mean_mape_pct"] for c in sel["candidates"]]
+        assert min(scores) == pytest.approx(m.provenance["lofo_unnested"]["mean_mape_pct"])
+        assert dict(zip(m.feature_names, m.coefficients))[MACS_FEATURE] >= MAC_FLOOR_MS * (1 - 1e-12)
+        assert m.version.startswith(f"v{FORMAT_VERSION} ")
+
+
+def _widen(genome: search_space.Genome, factor: float) -> search_space.Genome:
+    stages = tuple(dataclasses.replace(st, width=int(round(st.width * factor / 8)) * 8) for st in genome.stages)
+    return dataclasses.replace(genome, stages=stages)
+
+
+def _deepen(genome: search_space.Genome, stage: int) -> search_space.Genome:
+    stages = list(genome.stages)
+    stages[stage] = dataclasses.replace(stages[stage], depth=stages[stage].depth + 1)
+    return dataclasses.replace(genome, stages=tuple(stages))
+
+
+class TestShippedModelSanity:
+    """The shipped iphone12 model on RepNAS networks: positive, monotone, additive (no calibration here)."""
+
+    @pytest.fixture(scope="class")
+    def db(self, tmp_path_factory):
+        return tmp_path_factory.mktemp("iphone12") / "x.db"
+
+    def test_lut_sum_equals_whole_network(self, db, repvit_features):
+        g = search_space.zoo["repvit_m0_9"]
+        lut = latency_lut.predict_latency(g, "iphone12", 224, db=db)
+        # repvit_features are those of the whole deployed network, i.e. what predict_model_latency prices
+        assert lut == pytest.approx(load_cost_model().predict(repvit_features), rel=1e-9)
+        small = search_space.zoo["convnext_atto"]
+        whole = latency_lut.predict_model_latency(search_space.build_model(small), "iphone12", (3, 224, 224))
+        assert latency_lut.predict_latency(small, "iphone12", 224, db=db) == pytest.approx(whole, rel=1e-9)
+
+    @pytest.mark.parametrize("name", ["repvit_m0_9", "convnext_atto"])
+    def test_monotone_in_depth(self, db, name):
+        g = search_space.zoo[name]
+        base = latency_lut.predict_latency(g, "iphone12", 224, db=db)
+        assert math.isfinite(base) and base > load_cost_model().intercept_ms
+        for stage in range(4):
+            assert latency_lut.predict_latency(_deepen(g, stage), "iphone12", 224, db=db) > base
+
+    def test_monotone_in_width_and_resolution(self, db):
+        g = search_space.zoo["convnext_atto"]
+        base = latency_lut.predict_latency(g, "iphone12", 224, db=db)
+        assert latency_lut.predict_latency(_widen(g, 1.5), "iphone12", 224, db=db) > base
+        assert latency_lut.predict_latency(g, "iphone12", 288, db=db) > base
+
+    def test_depthwise_kernel_7_costs_more_than_3(self):
+        costs = {}
+        for k in (3, 5, 7):
+            costs[k] = unit_cost_ms(nn.Conv2d(192, 192, k, padding=k // 2, groups=192), (192, 14, 14))
+        assert 0 < costs[3] < costs[5] < costs[7]
+        for c, hw in ((64, 56), (192, 14)):
+            sig = {"type": "block", "mixer": "repdw", "ffn_ratio": 2, "ffn_kernel": 0, "se": False, "in": [c, hw, hw],
+                   "stride": 1}
+            k3, k7 = (unit_cost_ms(build_unit(dict(sig, kernel=k)), (c, hw, hw)) for k in (3, 7))
+            assert 0 < k3 < k7
+
+    def test_unit_costs_positive_for_every_block_kind(self):
+        for sig in (
+                {"type": "block", "mixer": "repdw", "kernel": 5, "ffn_ratio": 3, "ffn_kernel": 3, "se": True,
+                 "in": [96, 28, 28], "stride": 1},
+                {"type": "block", "mixer": "attention", "ffn_ratio": 2, "ffn_kernel": 0, "se": False,
+                 "in": [256, 14, 14], "stride": 1},
+                {"type": "se", "in": [128, 28, 28], "stride": 1},
+        ):
+            assert unit_cost_ms(build_unit(sig), tuple(sig["in"])) > 0
 
 
 @pytest.mark.parametrize(
