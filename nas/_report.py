@@ -1,0 +1,212 @@
+"""The run folder: Pareto front as CSV and JSON, one genome JSON per Pareto trial, a plot and a report."""
+
+from __future__ import annotations
+
+import csv
+import datetime as _dt
+import json
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Candidate", "dominates", "pareto_front", "write_run_folder"]
+
+_logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One evaluated architecture: a search trial or a seed baseline."""
+
+    number: int
+    accuracy: float
+    latency_ms: float
+    genome: dict[str, Any]
+    latency_source: str
+    latency_resolution: int
+    name: str = ""
+    baseline: bool = False
+    feasible: bool = True
+    params: int | None = None
+    stopped_early: bool = False
+    weights: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def label(self) -> str:
+        return self.name or f"trial {self.number}"
+
+
+def dominates(a: Candidate, b: Candidate) -> bool:
+    """``a`` is at least as accurate and as fast as ``b``, and strictly better in one."""
+    return (a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms
+            and (a.accuracy > b.accuracy or a.latency_ms < b.latency_ms))
+
+
+def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
+    """The non-dominated feasible candidates, fastest first (duplicates of one point are all kept)."""
+    pool = [c for c in cands if c.feasible]
+    front = [c for c in pool if not any(dominates(o, c) for o in pool)]
+    return sorted(front, key=lambda c: (c.latency_ms, -c.accuracy, c.number))
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], baselines: Sequence[Candidate],
+          *, metric: str, latency_label: str, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
+    rest = [c for c in cands if c not in front]
+    if rest:
+        ax.scatter([c.latency_ms for c in rest], [c.accuracy for c in rest], s=18, c="0.65",
+                   label="searched (dominated or over budget)")
+    if front:
+        xs = [c.latency_ms for c in front]
+        ys = [c.accuracy for c in front]
+        ax.step(xs, ys, where="post", c="tab:blue", lw=1.5)
+        ax.scatter(xs, ys, s=30, c="tab:blue", zorder=3, label="Pareto front")
+    for b in baselines:
+        ax.scatter([b.latency_ms], [b.accuracy], marker="*", s=140, c="tab:red", zorder=4,
+                   label="seed baselines" if b is baselines[0] else None)
+        ax.annotate(b.name, (b.latency_ms, b.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=7,
+                    color="tab:red")
+    ax.set_xlabel(f"latency (ms): {latency_label}")
+    ax.set_ylabel(metric)
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    os.replace(tmp, path)
+
+
+def _row(c: Candidate, latency_label: str) -> dict[str, Any]:
+    return {
+        "trial": c.number, "name": c.label, "baseline": c.baseline, "accuracy": round(c.accuracy, 6),
+        "latency_ms": round(c.latency_ms, 6), "latency_source": c.latency_source, "latency_label": latency_label,
+        "latency_resolution": c.latency_resolution, "params": c.params, "stopped_early": c.stopped_early,
+        "weights": c.weights,
+    }
+
+
+def write_run_folder(
+        out: str | os.PathLike,
+        *,
+        candidates: Sequence[Candidate],
+        baselines: Sequence[Candidate],
+        meta: dict[str, Any],
+        metric: str = "proxy accuracy",
+        latency_label: str,
+) -> dict[str, Path]:
+    """Write ``pareto.csv``, ``pareto.json``, ``genomes/trial_<n>.json``, ``pareto.png`` and ``report.md``.
+
+    Files are replaced atomically, so an interrupted write leaves the previous report intact.
+
+    Returns:
+        Name -> path of every file written.
+    """
+    out = Path(out)
+    (out / "genomes").mkdir(parents=True, exist_ok=True)
+    front = pareto_front(candidates)
+    paths: dict[str, Path] = {}
+
+    rows = [_row(c, latency_label) for c in front]
+    p = out / "pareto.csv"
+    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+    with tmp.open("w", newline="", encoding="utf-8") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(_row(front[0], "") if front else ["trial"]) + ["genome"])
+        w.writeheader()
+        for c, r in zip(front, rows):
+            w.writerow({**r, "genome": json.dumps(c.genome, sort_keys=True)})
+    os.replace(tmp, p)
+    paths["pareto.csv"] = p
+
+    doc = {
+        "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
+        **meta,
+        "metric": metric,
+        "latency_label": latency_label,
+        "pareto": [{**r, "genome": c.genome, **({"extra": c.extra} if c.extra else {})} for c, r in zip(front, rows)],
+        "baselines": [{**_row(b, latency_label), "genome": b.genome} for b in baselines],
+    }
+    _atomic_write(out / "pareto.json", json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    paths["pareto.json"] = out / "pareto.json"
+
+    for c in front:
+        g = out / "genomes" / f"trial_{c.number}.json"
+        _atomic_write(g, json.dumps(c.genome, indent=2, sort_keys=True) + "\n")
+        paths[g.name] = g
+
+    title = f"{meta.get('study', '')}: {meta.get('dataset', '')} proxy vs {meta.get('device', '')} latency"
+    _plot(out / "pareto.png", candidates, front, baselines, metric=metric, latency_label=latency_label, title=title)
+    paths["pareto.png"] = out / "pareto.png"
+
+    _atomic_write(out / "report.md", _report_md(front, candidates, baselines, meta, metric, latency_label))
+    paths["report.md"] = out / "report.md"
+    return paths
+
+
+def _fmt(c: Candidate) -> str:
+    g = c.genome
+    stages = g.get("stages", [])
+    arch = " | ".join(f"{s.get('mixer')} d{s.get('depth')} w{s.get('width')}" for s in stages)
+    return f"{g.get('stem')} stem; {arch}; {g.get('head')} head"
+
+
+def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
+    lines = [
+        f"# RepNAS search report: {meta.get('study')}",
+        "",
+        f"- device: **{meta.get('device')}**; latency is {latency_label}, at {meta.get('resolution')}x"
+        f"{meta.get('resolution')} in the deployed (re-parameterized) form",
+        f"- dataset: {meta.get('dataset')} ({meta.get('dataset_source', '')}); {metric} from "
+        f"{meta.get('proxy_description', '')}",
+        f"- sampler: {meta.get('sampler')}, seed {meta.get('seed')}; storage `{meta.get('storage')}`",
+        f"- trials: {meta.get('n_complete', 0)} complete, {meta.get('n_rejected', 0)} rejected before training "
+        f"(over the latency budget), {meta.get('n_failed', 0)} failed, {meta.get('n_running', 0)} running",
+    ]
+    if meta.get("latency_max") is not None:
+        lines.append(f"- latency budget: {meta['latency_max']:.3f} ms (hard constraint)")
+    if meta.get("failures"):
+        lines.append("- failures: " + "; ".join(f"trial {n}: {r}" for n, r in meta["failures"][:10]))
+    lines += ["", "## Pareto front", "",
+              f"| trial | {metric} | latency (ms) | source | params | architecture |",
+              "| --- | --- | --- | --- | --- | --- |"]
+    for c in front:
+        params = f"{c.params / 1e6:.2f}M" if c.params else "?"
+        lines.append(f"| {c.number} | {c.accuracy:.4f} | {c.latency_ms:.3f} | {c.latency_source} | {params} | "
+                     f"{_fmt(c)} |")
+    if baselines:
+        lines += ["", "## Seed baselines (same proxy)", "",
+                  f"| model | {metric} | latency (ms) | at | dominated by the front? |",
+                  "| --- | --- | --- | --- | --- |"]
+        for b in baselines:
+            beat = [c for c in front if c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms]
+            verdict = f"yes (trial {beat[0].number}: {beat[0].accuracy:.4f} at {beat[0].latency_ms:.3f} ms)" \
+                if beat else "no"
+            lines.append(f"| {b.name} | {b.accuracy:.4f} | {b.latency_ms:.3f} | {b.latency_resolution}px | "
+                         f"{verdict} |")
+        n_beat = sum(1 for b in baselines
+                     if any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms for c in front))
+        lines += ["", f"The front dominates {n_beat} of {len(baselines)} seed baselines "
+                      f"(higher {metric} at equal or lower latency)."]
+    lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`. Export a trial with "
+              "`python -m nas.export --storage URL --study NAME --trial N --out DIR`.", ""]
+    return "\n".join(lines)
+
+
+def candidate_to_dict(c: Candidate) -> dict[str, Any]:
+    return asdict(c)

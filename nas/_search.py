@@ -1,0 +1,726 @@
+"""The multi-objective search: Optuna study, objective, seed baselines, workers, resume, report.
+
+Every worker (one process, or one machine) runs :func:`run_worker` against the same storage and study
+name; Optuna hands each trial to exactly one worker. Seed baselines live in a companion study
+``<study>:baselines``: whichever worker creates it enqueues the zoo models once, and workers drain the
+queue, so each baseline is trained exactly once however many workers start together.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import SearchConfigError, StudyStorageError
+from ._report import Candidate, pareto_front, write_run_folder
+from ._storage import is_sqlite, open_storage, resolve_storage_url
+
+__all__ = ["PROXIES", "SAMPLERS", "SearchConfig", "SearchResult", "collect_candidates", "run_search", "run_worker",
+           "write_report"]
+
+_logger = logging.getLogger(__name__)
+
+SAMPLERS = ("nsga2", "tpe", "random")
+PROXIES = ("train", "zero-cost")
+ZERO_COST_METHODS = ("naswot", "synflow")
+BASELINE_SUFFIX = ":baselines"
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything one search run needs; the CLI maps its options one to one onto these fields.
+
+    Attributes:
+        device: Latency device (``iphone12``, ``ort-cpu``, ``torch-cpu``, ``torch-cuda`` or an imported remote one).
+        trials: Target number of COMPLETE search trials in the study (a rerun only adds what is missing).
+        timeout: Wall-clock limit of this run in seconds (None: none).
+        latency_max: Hard latency budget in ms (``Trial.set_constraint``); None: unconstrained.
+        reject_factor: Candidates predicted above ``reject_factor * latency_max`` are rejected before training.
+        sampler: ``nsga2``, ``tpe`` or ``random``.
+        storage: Optuna storage URL or SQLite file (default ``./repnas-search.db``).
+        study: Study name (default ``repnas-<device>-<dataset>``).
+        dataset, data_dir: Proxy dataset and where to look for it first.
+        epochs: Proxy training epochs (None: the proxy's default).
+        resolution: Deployment resolution at which latency is priced.
+        proxy_resolution: Resolution of proxy training (None: the proxy's default).
+        train_device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
+        seed: Seed of the sampler and of proxy training (the same for every candidate: an identical proxy).
+        out: Run folder (default ``runs/<study>``).
+        proxy: ``train`` (short training) or ``zero-cost`` (a training-free score, seconds per candidate).
+        zero_cost_method: Score used by ``proxy="zero-cost"``.
+        lut_db: LUT database (default ``./repnas-lut.db``).
+        workers: Local worker processes (more than one needs a server database, not SQLite).
+        baselines: Evaluate the seed zoo models as baselines.
+        population_size: NSGA-II population (None: about a third of ``trials``, between 8 and 50).
+        heartbeat_interval, grace_period: Optuna heartbeat settings (crash recovery of killed workers).
+        threads: torch threads per worker (None: cores / workers).
+    """
+
+    device: str = "iphone12"
+    trials: int = 30
+    timeout: float | None = None
+    latency_max: float | None = None
+    reject_factor: float = 1.2
+    sampler: str = "nsga2"
+    storage: str | None = None
+    study: str | None = None
+    dataset: str = "fashion-mnist"
+    data_dir: str | None = None
+    epochs: int | None = None
+    resolution: int = 224
+    proxy_resolution: int | None = None
+    train_device: str = "auto"
+    seed: int = 0
+    out: str | None = None
+    proxy: str = "train"
+    zero_cost_method: str = "naswot"
+    lut_db: str | None = None
+    workers: int = 1
+    baselines: bool = True
+    population_size: int | None = None
+    heartbeat_interval: int = 10
+    grace_period: int | None = None
+    threads: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise SearchConfigError(msg)
+
+        need(isinstance(self.trials, int) and self.trials >= 1,
+             f"--trials must be a positive integer, got {self.trials!r}")
+        need(self.timeout is None or self.timeout > 0, f"--timeout must be positive seconds, got {self.timeout!r}")
+        need(self.latency_max is None or (math.isfinite(self.latency_max) and self.latency_max > 0),
+             f"--latency-max must be a positive number of milliseconds, got {self.latency_max!r}")
+        need(self.reject_factor >= 1, f"reject factor must be >= 1, got {self.reject_factor}")
+        need(self.sampler in SAMPLERS, f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        need(self.proxy in PROXIES, f"unknown --proxy {self.proxy!r}; choose one of {', '.join(PROXIES)}")
+        need(self.zero_cost_method in ZERO_COST_METHODS,
+             f"unknown zero-cost method {self.zero_cost_method!r}; choose one of {', '.join(ZERO_COST_METHODS)}")
+        need(self.epochs is None or (isinstance(self.epochs, int) and self.epochs >= 1),
+             f"--epochs must be a positive integer, got {self.epochs!r}")
+        need(isinstance(self.resolution, int) and self.resolution >= 32 and self.resolution % 32 == 0,
+             f"--resolution must be a multiple of 32 (>= 32), got {self.resolution!r}")
+        need(self.proxy_resolution is None or (self.proxy_resolution >= 16 and self.proxy_resolution % 16 == 0),
+             f"--proxy-resolution must be a multiple of 16 (>= 16), got {self.proxy_resolution!r}")
+        need(self.train_device in ("auto", "cpu", "cuda") or self.train_device.startswith("cuda:"),
+             f"--train-device must be auto, cpu or cuda[:N], got {self.train_device!r}")
+        need(isinstance(self.workers, int) and self.workers >= 1, f"--workers must be >= 1, got {self.workers!r}")
+        need(self.population_size is None or self.population_size >= 2,
+             f"population size must be >= 2, got {self.population_size!r}")
+        need(self.heartbeat_interval >= 1, f"heartbeat interval must be >= 1 s, got {self.heartbeat_interval}")
+        if self.study is not None:
+            need(bool(self.study.strip()) and not self.study.endswith(BASELINE_SUFFIX),
+                 f"--study must be a non-empty name not ending in {BASELINE_SUFFIX!r}, got {self.study!r}")
+
+    # -- derived ------------------------------------------------------------------------------
+    @property
+    def study_name(self) -> str:
+        return self.study or f"repnas-{self.device}-{self.dataset.replace(':', '-').replace('/', '-')}"
+
+    @property
+    def storage_url(self) -> str:
+        return resolve_storage_url(self.storage)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(self.out) if self.out else Path("runs") / self.study_name.replace("/", "-")
+
+    @property
+    def metric(self) -> str:
+        return "proxy accuracy" if self.proxy == "train" else f"{self.zero_cost_method} score (zero-cost)"
+
+    def identity(self) -> dict[str, Any]:
+        """Settings a study is bound to: resuming it with different ones is refused."""
+        return {"device": self.device, "dataset": self.dataset, "proxy": self.proxy, "resolution": self.resolution,
+                "zero_cost_method": self.zero_cost_method if self.proxy == "zero-cost" else None,
+                "epochs": self.epochs, "proxy_resolution": self.proxy_resolution}
+
+
+@dataclass(frozen=True)
+class SearchResult:
+    front: list[Candidate]
+    baselines: list[Candidate]
+    candidates: list[Candidate]
+    files: dict[str, Path]
+    latency_label: str
+
+
+# -- helpers -----------------------------------------------------------------------------------
+def _train_device(name: str) -> str:
+    import torch
+
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SearchConfigError(f"--train-device {name}: no CUDA GPU is visible here")
+    return name
+
+
+def latency_label(device: str) -> str:
+    """How latencies of ``device`` are labelled everywhere: measured, imported or PREDICTED with its error."""
+    from latency_lut import get_device
+
+    dev = get_device(device, allow_remote=True)
+    if dev.kind == "measured":
+        return f"measured on {dev.name} (sum of measured per-block LUT medians)"
+    if dev.kind == "remote":
+        return f"measured on remote device {dev.name} (imported per-block LUT)"
+    try:
+        from latency_lut._iphone12 import calibration_summary
+
+        s = calibration_summary()
+        return (f"PREDICTED for {dev.name} by a cost model, not measured (leave-one-family-out MAPE "
+                f"{s['lofo_mean_mape_pct']:.1f}%)")
+    except Exception:  # noqa: BLE001 - the label must never break a report
+        return f"PREDICTED for {dev.name} by a cost model, not measured"
+
+
+def _latency_source(device: str) -> str:
+    from latency_lut import get_device
+
+    kind = get_device(device, allow_remote=True).kind
+    return {"measured": "measured", "predicted": "predicted", "remote": "imported"}[kind]
+
+
+def _check_device(config: SearchConfig):
+    from latency_lut import LatencyTable, UnknownDeviceError, get_device
+
+    dev = get_device(config.device, allow_remote=True)
+    table = LatencyTable(config.lut_db)
+    if dev.kind == "remote" and not table.keys(dev.name):
+        raise UnknownDeviceError(
+            f"unknown device {config.device!r}: not a built-in device (ort-cpu, torch-cpu, iphone12, torch-cuda) "
+            f"and the LUT {table.url} has no rows for it (a remote device gets rows through `python -m latency_lut "
+            "bundle` and `import`)")
+    return dev, table
+
+
+def _make_sampler(config: SearchConfig, worker: int):
+    import optuna
+
+    seed = config.seed + 1000 * worker
+    if config.sampler == "nsga2":
+        pop = config.population_size or min(50, max(8, config.trials // 3))
+        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+    if config.sampler == "tpe":
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
+                                              n_startup_trials=min(10, max(4, config.trials // 3)))
+    return optuna.samplers.RandomSampler(seed=seed)
+
+
+def _space(config: SearchConfig):
+    from search_space import SearchSpace
+
+    return SearchSpace(resolution=config.resolution)
+
+
+def min_reachable_latency(config: SearchConfig, table=None, *, passes: int = 3) -> tuple[float, Any]:
+    """The cheapest genome of the space on ``config.device`` found by coordinate descent from the smallest one.
+
+    Depth is held at each stage's minimum; every categorical gene is tried in turn, keeping the cheapest,
+    until a pass changes nothing. Returns ``(latency_ms, genome)``.
+    """
+    from latency_lut import predict_latency
+
+    space = _space(config)
+    choices: dict[str, tuple] = {}
+    chosen: dict[str, Any] = {}
+
+    def draw():
+        def cat(name, options):
+            choices[name] = tuple(options)
+            v = chosen.get(name, options[0])
+            return v if v in options else options[0]
+
+        return space._draw(cat, lambda name, lo, hi: lo)
+
+    def price(g) -> float:
+        return predict_latency(g, config.device, config.resolution, db=table)
+
+    best_g = draw()
+    best = price(best_g)
+    for _ in range(passes):
+        improved = False
+        for name in list(choices):
+            for v in choices.get(name, ()):
+                if chosen.get(name, choices[name][0]) == v:
+                    continue
+                old = chosen.get(name)
+                chosen[name] = v
+                g = draw()
+                ms = price(g)
+                if ms < best - 1e-12:
+                    best, best_g, improved = ms, g, True
+                elif old is None:
+                    chosen.pop(name)
+                else:
+                    chosen[name] = old
+        if not improved:
+            break
+    return best, best_g
+
+
+# -- evaluation ---------------------------------------------------------------------------------
+class _Evaluator:
+    """Scores a genome with the configured proxy (identical for candidates and baselines)."""
+
+    def __init__(self, config: SearchConfig, table, data=None) -> None:
+        from . import _data, _proxy
+
+        self.config = config
+        self.table = table
+        self.data = data if data is not None else _data.load_dataset(config.dataset, data_dir=config.data_dir,
+                                                                     seed=config.seed)
+        overrides: dict[str, Any] = {}
+        if config.epochs is not None:
+            overrides["epochs"] = config.epochs
+        if config.proxy_resolution is not None:
+            overrides["resolution"] = config.proxy_resolution
+        overrides.update(config.extra.get("proxy", {}))
+        self.proxy_config = dataclasses.replace(_proxy.ProxyConfig(), **overrides)
+        self.device = _train_device(config.train_device)
+
+    def describe(self) -> str:
+        pc = self.proxy_config
+        if self.config.proxy == "zero-cost":
+            return f"the {self.config.zero_cost_method} zero-cost score at {pc.resolution}px (no training)"
+        fields = {f.name: getattr(pc, f.name) for f in dataclasses.fields(pc)}
+        shown = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
+        return f"proxy training on {self.device} ({shown})"
+
+    def score(self, genome, *, keep_weights: bool) -> tuple[float, dict[str, Any], dict | None]:
+        if self.config.proxy == "zero-cost":
+            from ._zerocost import zero_cost_score
+
+            t0 = time.perf_counter()
+            s = zero_cost_score(genome, self.data, method=self.config.zero_cost_method,
+                                resolution=self.proxy_config.resolution, seed=self.config.seed)
+            return float(s), {"seconds": round(time.perf_counter() - t0, 3)}, None
+        from ._proxy import train_proxy
+
+        r = train_proxy(genome, self.data, config=self.proxy_config, device=self.device, seed=self.config.seed,
+                        keep_weights=keep_weights)
+        info = {"seconds": round(r.seconds, 3), "epochs_run": r.epochs_run, "stopped_early": r.stopped_early,
+                "stop_reason": r.stop_reason, "num_params": r.num_params, "loss": r.loss}
+        return float(r.accuracy), info, r.state_dict
+
+
+def _genome_of(trial) -> Any:
+    from search_space import Genome
+
+    return Genome.from_dict(trial.user_attrs["genome"])
+
+
+def _completed_points(study) -> list[tuple[float, float]]:
+    import optuna
+
+    done = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    return [(t.values[0], t.values[1]) for t in done if t.values and t.user_attrs.get("feasible", True)]
+
+
+def _save_weights(state_dict: dict, path: Path) -> None:
+    from safetensors.torch import save_file
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    save_file(tensors, str(tmp), metadata={"format": "pt"})
+    os.replace(tmp, path)
+
+
+def _objective(config: SearchConfig, evaluator: _Evaluator, space, study):
+    import optuna
+
+    from latency_lut import predict_latency
+
+    out = config.out_dir.resolve()
+    source = _latency_source(config.device)
+
+    def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
+        genome = space.suggest(trial)
+        trial.set_user_attr("genome", genome.to_dict())
+        trial.set_user_attr("worker_pid", os.getpid())
+        lat = predict_latency(genome, config.device, config.resolution, db=evaluator.table)
+        trial.set_user_attr("latency_ms", lat)
+        trial.set_user_attr("latency_source", source)
+        trial.set_user_attr("latency_resolution", config.resolution)
+        if config.latency_max is not None:
+            trial.set_constraint("latency_ms", lat - config.latency_max)
+            trial.set_user_attr("feasible", lat <= config.latency_max)
+            if lat > config.reject_factor * config.latency_max:
+                reason = (f"rejected before training: {lat:.3f} ms > {config.reject_factor:g} x the "
+                          f"{config.latency_max:g} ms budget")
+                trial.set_user_attr("rejected", reason)
+                raise optuna.TrialPruned(reason)
+        # the sampler may propose a genome already evaluated: reuse its score instead of training it again
+        key = genome.key()
+        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+            if t.user_attrs.get("genome_key") == key and t.values:
+                trial.set_user_attr("genome_key", key)
+                trial.set_user_attr("duplicate_of", t.number)
+                for k in ("num_params", "stopped_early", "weights"):
+                    if k in t.user_attrs:
+                        trial.set_user_attr(k, t.user_attrs[k])
+                return t.values[0], lat
+        trial.set_user_attr("genome_key", key)
+        try:
+            acc, info, state = evaluator.score(genome, keep_weights=config.proxy == "train")
+        except Exception as e:
+            trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
+            raise
+        for k, v in info.items():
+            if v is not None:
+                trial.set_user_attr(k, v)
+        if state is not None:
+            pts = _completed_points(study)
+            if not any(a >= acc and ms <= lat and (a > acc or ms < lat) for a, ms in pts):
+                path = out / "weights" / f"trial_{trial.number}.safetensors"
+                _save_weights(state, path)
+                trial.set_user_attr("weights", str(path))
+        return acc, lat
+
+    return objective
+
+
+def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
+    import optuna
+
+    from latency_lut import predict_latency
+    from search_space import InvalidGenomeError, zoo
+
+    source = _latency_source(config.device)
+    out = config.out_dir.resolve()
+
+    def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
+        name = trial.user_attrs.get("baseline")
+        if name is None:  # no enqueued baseline was left for this worker (another worker took it)
+            raise optuna.TrialPruned("no baseline waiting")
+        trial.suggest_categorical("baseline", sorted(zoo))
+        genome = zoo[name]
+        res = config.resolution
+        try:
+            genome.with_resolution(res)
+        except InvalidGenomeError:
+            res = genome.resolution  # e.g. MobileViT at 256 where 224 does not divide into its patches
+        lat = predict_latency(genome, config.device, res, db=evaluator.table)
+        trial.set_user_attr("genome", genome.to_dict())
+        trial.set_user_attr("latency_ms", lat)
+        trial.set_user_attr("latency_source", source)
+        trial.set_user_attr("latency_resolution", res)
+        trial.set_user_attr("worker_pid", os.getpid())
+        acc, info, state = evaluator.score(genome, keep_weights=config.proxy == "train")
+        for k, v in info.items():
+            if v is not None:
+                trial.set_user_attr(k, v)
+        if state is not None:
+            path = out / "weights" / f"baseline_{name}.safetensors"
+            _save_weights(state, path)
+            trial.set_user_attr("weights", str(path))
+        return acc, lat
+
+    return objective
+
+
+# -- studies ---------------------------------------------------------------------------------------
+def _open_studies(config: SearchConfig, worker: int):
+    """Create or load the search study and its baseline companion (enqueueing the baselines exactly once)."""
+    import optuna
+
+    storage = open_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
+                           grace_period=config.grace_period)
+    name = config.study_name
+    sampler = _make_sampler(config, worker)
+    try:
+        study = optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"],
+                                    sampler=sampler, load_if_exists=True)
+    except Exception as e:  # noqa: BLE001 - database errors of any driver
+        raise StudyStorageError(f"cannot create or load study {name!r} in {config.storage_url}: {e}") from None
+    ident = config.identity()
+    stored = study.user_attrs.get("repnas_config")
+    if stored is None:
+        study.set_user_attr("repnas_config", ident)
+        import warnings
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names([config.metric.replace(" ", "_"), f"latency_ms_{config.device}"])
+    elif {k: stored.get(k) for k in ident} != ident:
+        diff = {k: (stored.get(k), ident[k]) for k in ident if stored.get(k) != ident[k]}
+        raise SearchConfigError(
+            f"study {name!r} in {config.storage_url} was created with other settings "
+            + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items())
+            + "; resume it with the same options or choose another --study")
+    baseline_study = None
+    if config.baselines:
+        from search_space import zoo
+
+        bname = name + BASELINE_SUFFIX
+        try:
+            baseline_study = optuna.create_study(storage=storage, study_name=bname,
+                                                 directions=["maximize", "minimize"], load_if_exists=False)
+            for zname in sorted(zoo):  # this worker created it: it alone enqueues the baselines
+                baseline_study.enqueue_trial({"baseline": zname}, user_attrs={"baseline": zname})
+            baseline_study.set_user_attr("enqueued", sorted(zoo))
+        except optuna.exceptions.DuplicatedStudyError:
+            baseline_study = optuna.load_study(study_name=bname, storage=storage)
+    return storage, study, baseline_study
+
+
+def _count(study, states) -> int:
+    return len(study.get_trials(deepcopy=False, states=states))
+
+
+class _Progress:
+    """A tqdm bar over completed trials with the best trade-offs so far."""
+
+    def __init__(self, config: SearchConfig, study, enabled: bool) -> None:
+        import optuna
+        from tqdm.auto import tqdm
+
+        self.config = config
+        self.complete = (optuna.trial.TrialState.COMPLETE,)
+        done = min(_count(study, self.complete), config.trials)
+        self.bar = tqdm(total=config.trials, initial=done, desc=f"search {config.device}", unit="trial",
+                        disable=not enabled, dynamic_ncols=True)
+        self._postfix(study)
+
+    def _postfix(self, study) -> None:
+        pts = [(t.values[0], t.values[1]) for t in study.get_trials(deepcopy=False, states=self.complete)
+               if t.values and t.user_attrs.get("feasible", True)]
+        if not pts:
+            return
+        front = sorted(p for p in pts if not any(o[0] >= p[0] and o[1] <= p[1] and o != p for o in pts))
+        best = max(front)
+        fastest = min(front, key=lambda p: p[1])
+        self.bar.set_postfix_str(f"front {len(front)} | best {best[0]:.3f} @ {best[1]:.2f} ms | fastest "
+                                 f"{fastest[1]:.2f} ms @ {fastest[0]:.3f}")
+
+    def __call__(self, study, trial) -> None:
+        done = min(_count(study, self.complete), self.config.trials)
+        self.bar.update(done - self.bar.n)
+        self._postfix(study)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, data=None) -> int:
+    """One worker: evaluate waiting baselines, then search trials until the study holds ``config.trials``.
+
+    Returns:
+        The number of trials this worker ran.
+    """
+    import optuna
+    import torch
+
+    from ._errors import ProxyTrainingError
+
+    t_start = time.monotonic()
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    _, table = _check_device(config)
+    storage, study, baseline_study = _open_studies(config, worker)
+    evaluator = _Evaluator(config, table, data)
+    space = _space(config)
+    remaining = lambda: None if config.timeout is None else max(1.0, config.timeout - (time.monotonic() - t_start))  # noqa: E731
+    ran = 0
+    from search_space import InvalidGenomeError
+
+    # a candidate that cannot be trained (NaN, divergence, a runtime error such as out-of-memory) fails with its
+    # reason recorded in the trial, and the search goes on
+    catch = (ProxyTrainingError, InvalidGenomeError, RuntimeError)
+    if baseline_study is not None:
+        objective = _baseline_objective(config, evaluator)
+        waiting = (optuna.trial.TrialState.WAITING,)
+        while _count(baseline_study, waiting) and (config.timeout is None or remaining() > 1.0):
+            baseline_study.optimize(objective, n_trials=1, catch=catch, timeout=remaining())
+            ran += 1
+    done = _count(study, (optuna.trial.TrialState.COMPLETE,))
+    if done >= config.trials:
+        _logger.info("study %s already has %d complete trials (target %d): nothing to search", study.study_name,
+                     done, config.trials)
+        return ran
+    bar = _Progress(config, study, progress)
+    try:
+        study.optimize(
+            _objective(config, evaluator, space, study),
+            timeout=remaining(),
+            catch=catch,
+            callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
+                       bar],
+            gc_after_trial=True,
+        )
+    finally:
+        bar.close()
+    return ran + _count(study, (optuna.trial.TrialState.COMPLETE,)) - done
+
+
+def _worker_entry(config: SearchConfig, worker: int) -> None:  # pragma: no cover - runs in a child process
+    logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(message)s")
+    run_worker(config, worker=worker, progress=worker == 0)
+
+
+def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Candidate], dict[str, Any]]:
+    """Read the study (and its baselines) back from storage: search candidates, baselines, counts."""
+    import optuna
+
+    storage = open_storage(config.storage, heartbeat_interval=None)
+    try:
+        study = optuna.load_study(study_name=config.study_name, storage=storage)
+    except KeyError:
+        raise StudyStorageError(f"no study {config.study_name!r} in {config.storage_url}") from None
+    S = optuna.trial.TrialState
+    trials = study.get_trials(deepcopy=False)
+
+    def cand(t, *, baseline: bool = False) -> Candidate:
+        ua = t.user_attrs
+        return Candidate(
+            number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]), genome=ua.get("genome", {}),
+            latency_source=ua.get("latency_source", "?"), latency_resolution=int(ua.get("latency_resolution", 0)),
+            name=ua.get("baseline", "") if baseline else "", baseline=baseline, feasible=bool(ua.get("feasible", True)),
+            params=ua.get("num_params"), stopped_early=bool(ua.get("stopped_early", False)), weights=ua.get("weights"),
+            extra={k: ua[k] for k in ("duplicate_of", "stop_reason", "seconds") if ua.get(k) is not None},
+        )
+
+    cands = [cand(t) for t in trials if t.state == S.COMPLETE and t.values]
+    baselines: list[Candidate] = []
+    if config.baselines:
+        try:
+            bstudy = optuna.load_study(study_name=config.study_name + BASELINE_SUFFIX, storage=storage)
+            seen: set[str] = set()
+            for t in bstudy.get_trials(deepcopy=False, states=(S.COMPLETE,)):
+                if t.values and t.user_attrs.get("baseline") not in seen:
+                    seen.add(t.user_attrs["baseline"])
+                    baselines.append(cand(t, baseline=True))
+        except KeyError:
+            pass
+    counts = {
+        "n_complete": sum(t.state == S.COMPLETE for t in trials),
+        "n_rejected": sum(t.state == S.PRUNED for t in trials),
+        "n_failed": sum(t.state == S.FAIL for t in trials),
+        "n_running": sum(t.state == S.RUNNING for t in trials),
+        "failures": [(t.number, t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason", "?"))
+                     for t in trials if t.state == S.FAIL],
+    }
+    return cands, sorted(baselines, key=lambda b: b.latency_ms), counts
+
+
+def write_report(config: SearchConfig, *, proxy_description: str = "", dataset_source: str = "") -> SearchResult:
+    """Write the run folder from what the storage holds now; returns the front and baselines."""
+    cands, baselines, counts = collect_candidates(config)
+    label = latency_label(config.device)
+    meta = {
+        "study": config.study_name, "storage": _safe_url(config.storage_url), "device": config.device,
+        "dataset": config.dataset, "dataset_source": dataset_source, "resolution": config.resolution,
+        "sampler": config.sampler, "seed": config.seed, "proxy": config.proxy,
+        "proxy_description": proxy_description, "latency_max": config.latency_max, **counts,
+    }
+    files = write_run_folder(config.out_dir, candidates=cands, baselines=baselines, meta=meta, metric=config.metric,
+                             latency_label=label)
+    front = pareto_front(cands)
+    _prune_weights(config, front)
+    return SearchResult(front=front, baselines=baselines, candidates=cands, files=files, latency_label=label)
+
+
+def _prune_weights(config: SearchConfig, front: Sequence[Candidate]) -> None:
+    """Delete this run folder's proxy weights of trials that ended off the front (baselines are kept)."""
+    keep = {Path(c.weights).name for c in front if c.weights}
+    wdir = config.out_dir / "weights"
+    if not wdir.is_dir():
+        return
+    for p in wdir.glob("trial_*.safetensors"):
+        if p.name not in keep:
+            p.unlink(missing_ok=True)
+
+
+def _safe_url(url: str) -> str:
+    from ._storage import _safe
+
+    return _safe(url)
+
+
+def check_config(config: SearchConfig):
+    """Checks that need no training: device, storage, workers vs SQLite, dataset presence, budget reachability.
+
+    Returns:
+        The loaded dataset.
+    """
+    _, table = _check_device(config)
+    if config.workers > 1 and is_sqlite(config.storage_url):
+        raise SearchConfigError(
+            f"--workers {config.workers} needs a database server: SQLite ({config.storage_url}) cannot serve several "
+            "workers safely. Pass --storage postgresql://USER:PASS@HOST:5432/DB (see README: distributed search), "
+            "or run with --workers 1")
+    open_storage(config.storage, heartbeat_interval=None)  # malformed / unreachable URLs fail here
+    from ._data import load_dataset
+
+    data = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
+    if config.latency_max is not None:
+        ms, _ = min_reachable_latency(config, table)
+        if config.latency_max < ms:
+            raise SearchConfigError(
+                f"--latency-max {config.latency_max:g} ms is below anything the search space can reach on "
+                f"{config.device}: its cheapest genome costs {ms:.3f} ms ({latency_label(config.device)})")
+        _logger.info("cheapest genome of the space on %s: %.3f ms (budget %.3f ms)", config.device, ms,
+                     config.latency_max)
+    return data
+
+
+def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
+    """Check the configuration, run ``config.workers`` workers (in this process when 1) and write the report."""
+    data = check_config(config)
+    config.out_dir.mkdir(parents=True, exist_ok=True)
+    if config.workers == 1:
+        run_worker(config, worker=0, progress=progress, data=data)
+    else:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        threads = config.threads or max(1, (os.cpu_count() or 1) // config.workers)
+        cfg = dataclasses.replace(config, threads=threads)
+        procs = [ctx.Process(target=_worker_entry, args=(cfg, i), name=f"nas-worker-{i}")
+                 for i in range(config.workers)]
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        bad = [p.exitcode for p in procs if p.exitcode]
+        if bad:
+            _logger.warning("%d of %d workers exited with an error (codes %s); the report covers what they stored",
+                            len(bad), len(procs), bad)
+    ev_desc = _describe_proxy(config)
+    return write_report(config, proxy_description=ev_desc, dataset_source=str(getattr(data, "source", "")))
+
+
+def _describe_proxy(config: SearchConfig) -> str:
+    from ._proxy import ProxyConfig
+
+    pc = ProxyConfig()
+    over = {"epochs": config.epochs, "resolution": config.proxy_resolution}
+    pc = dataclasses.replace(pc, **{k: v for k, v in over.items() if v is not None}, **config.extra.get("proxy", {}))
+    if config.proxy == "zero-cost":
+        return f"the {config.zero_cost_method} zero-cost score at {pc.resolution}px (no training)"
+    shown = ", ".join(f"{f.name}={getattr(pc, f.name)}" for f in dataclasses.fields(pc)
+                      if getattr(pc, f.name) is not None)
+    return f"short proxy training ({shown}), seed {config.seed}, identical for every candidate and baseline"
+
+
+def front_dominates_baselines(result: SearchResult) -> dict[str, bool]:
+    """For each baseline: does some front member have higher proxy accuracy at equal or lower latency?"""
+    return {b.name: any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms for c in result.front)
+            for b in result.baselines}
+

@@ -1,0 +1,100 @@
+"""Opening the Optuna storage: SQLite by default, any SQLAlchemy URL, heartbeats for crash recovery."""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from pathlib import Path
+
+from ._errors import SearchConfigError, StudyStorageError
+
+__all__ = ["DEFAULT_STORAGE", "is_sqlite", "open_storage", "resolve_storage_url"]
+
+_logger = logging.getLogger(__name__)
+
+DEFAULT_STORAGE = "repnas-search.db"
+"""Default storage: a SQLite file in the working directory."""
+
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
+
+
+def resolve_storage_url(storage: str | None) -> str:
+    """A SQLAlchemy URL for ``storage``: a URL as is, a file path as ``sqlite:///PATH``, None as the default file."""
+    if storage is None or storage == "":
+        storage = DEFAULT_STORAGE
+    if _SCHEME.match(storage):
+        return storage
+    if "://" in storage or storage.startswith(("postgresql:", "mysql:", "sqlite:")):
+        raise StudyStorageError(f"malformed storage URL {_safe(storage)!r}: expected e.g. sqlite:///search.db or "
+                                "postgresql://user:pass@host:5432/db")
+    return f"sqlite:///{Path(storage).expanduser().resolve()}"
+
+
+def is_sqlite(url: str) -> bool:
+    return url.startswith("sqlite:")
+
+
+def _safe(url: str) -> str:
+    """``url`` with any password replaced by ``***``."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+def open_storage(storage: str | None, *, heartbeat_interval: int | None = 10, grace_period: int | None = None,
+                 max_retry: int = 1):
+    """An Optuna ``RDBStorage`` with heartbeats, so a killed worker's trial is failed and retried, never stuck.
+
+    Args:
+        storage: SQLAlchemy URL or SQLite file path (default ``./repnas-search.db``).
+        heartbeat_interval: Seconds between a running trial's heartbeats (None disables them).
+        grace_period: Seconds without a heartbeat after which a RUNNING trial counts as stale
+            (default: 2 x ``heartbeat_interval``, Optuna's own default).
+        max_retry: How many times a stale trial is re-queued with the same parameters before it stays FAILED.
+
+    Raises:
+        StudyStorageError: The URL is malformed, its driver is missing, or the database is unreachable.
+    """
+    import optuna
+    import sqlalchemy.exc
+
+    url = resolve_storage_url(storage)
+    if is_sqlite(url):
+        path = url[len("sqlite:///"):]
+        if path and path != ":memory:":
+            p = Path(path)
+            if p.is_file() and p.stat().st_size and not p.read_bytes()[:16].startswith(b"SQLite format 3"):
+                raise StudyStorageError(f"{p} exists but is not a SQLite database; pass another --storage "
+                                        "(the file was left untouched)")
+            if not p.parent.exists():
+                raise StudyStorageError(f"storage directory {p.parent} does not exist")
+    if heartbeat_interval is not None and heartbeat_interval < 1:
+        raise SearchConfigError(f"heartbeat interval must be >= 1 s, got {heartbeat_interval}")
+    kwargs = {}
+    if heartbeat_interval is not None:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=max_retry)
+        kwargs = dict(heartbeat_interval=int(heartbeat_interval),
+                      grace_period=int(grace_period) if grace_period else None,
+                      heartbeat_stale_trial_callback=retry)
+    engine_kwargs = {"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True}
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+    except sqlalchemy.exc.ArgumentError as e:
+        raise StudyStorageError(f"malformed storage URL {_safe(url)!r}: {_first_line(e)}") from None
+    except sqlalchemy.exc.NoSuchModuleError as e:
+        raise StudyStorageError(f"storage URL {_safe(url)!r}: unknown database dialect ({_first_line(e)})") from None
+    except ImportError as e:
+        raise StudyStorageError(f"storage URL {_safe(url)!r}: its database driver is not installed "
+                                f"({_first_line(e)}; for postgresql:// URLs: pip install 'psycopg[binary]')") from None
+    except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError) as e:
+        raise StudyStorageError(f"cannot open storage {_safe(url)!r}: {_first_line(e)}") from None
+    except ValueError as e:
+        raise StudyStorageError(f"storage URL {_safe(url)!r}: {_first_line(e)}") from None
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(getattr(e, "orig", None) or e).strip()
+    return _safe(text.splitlines()[0] if text else type(e).__name__)

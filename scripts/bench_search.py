@@ -1,0 +1,187 @@
+"""Search benchmark: sampler hypervolume and proxy rank fidelity, into BENCHMARKS.md.
+
+    python scripts/bench_search.py [--trials 20] [--seeds 3] [--samplers nsga2 tpe random]
+                                   [--genomes 12] [--long-factor 5] [--skip-hv] [--skip-tau] [--no-write]
+
+1. Hypervolume: for each sampler and seed, a fresh study of --trials complete trials on Fashion-MNIST
+   with the iphone12 LUT (the default `python -m nas.search` objective), then the 2-D hypervolume of its
+   front (proxy accuracy up, latency down) against a fixed reference point (accuracy 0.1 = chance,
+   latency = --hv-latency-ref ms). Samplers are compared at equal trial counts.
+2. Proxy fidelity: on the 7 zoo models plus random genomes of the space (--genomes in all), Kendall tau
+   between the default proxy accuracy and the accuracy after --long-factor x longer training (same data,
+   same seed), beside the zero-cost scores (NASWOT, synflow) and the plain parameter-count and MACs
+   baselines.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from scripts._common import machine, update_section  # noqa: E402
+
+_logger = logging.getLogger("bench_search")
+
+
+def hypervolume_2d(points, ref_acc: float, ref_lat: float) -> float:
+    """Area dominated by ``points`` (accuracy up, latency down) and bounded by the reference point."""
+    pts = sorted((lat, acc) for acc, lat in points if acc > ref_acc and lat < ref_lat)
+    hv, best_acc = 0.0, ref_acc
+    # sweep from the slowest to the fastest: each point adds the strip its accuracy lifts above what is faster
+    front = []
+    for lat, acc in pts:
+        if not front or acc > front[-1][1]:
+            front.append((lat, acc))
+    for i, (lat, acc) in enumerate(front):
+        nxt = front[i + 1][0] if i + 1 < len(front) else ref_lat
+        best_acc = max(best_acc, acc)
+        hv += (nxt - lat) * (best_acc - ref_acc)
+    return hv
+
+
+def run_hv(args) -> list[str]:
+    import optuna
+
+    from nas._search import SearchConfig, run_worker
+    from nas._storage import open_storage
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for sampler in args.samplers:
+            hvs, secs = [], []
+            for seed in range(args.seeds):
+                cfg = SearchConfig(device=args.device, trials=args.trials, sampler=sampler, seed=seed,
+                                   storage=f"{tmp}/{sampler}-{seed}.db", study="bench",
+                                   out=f"{tmp}/run-{sampler}-{seed}",
+                                   dataset=args.dataset, lut_db=args.lut_db, baselines=False, epochs=args.epochs)
+                t0 = time.perf_counter()
+                run_worker(cfg, progress=False)
+                secs.append(time.perf_counter() - t0)
+                st = optuna.load_study(study_name="bench", storage=open_storage(cfg.storage, heartbeat_interval=None))
+                pts = [tuple(t.values) for t in st.get_trials(states=(optuna.trial.TrialState.COMPLETE,))]
+                hvs.append(hypervolume_2d(pts, 0.1, args.hv_latency_ref))
+                _logger.info("%s seed %d: hypervolume %.4f (%d trials, %.0f s)", sampler, seed, hvs[-1], len(pts),
+                             secs[-1])
+            rows.append((sampler, hvs, float(np.mean(secs))))
+    base = dict((s, np.mean(h)) for s, h, _ in rows).get("random")
+    lines = [
+        "## Search: sampler hypervolume at equal trials",
+        "",
+        f"Command: `python scripts/bench_search.py --trials {args.trials} --seeds {args.seeds} --samplers "
+        f"{' '.join(args.samplers)} --skip-tau" + (f" --epochs {args.epochs}" if args.epochs else "") + "`  ",
+        f"Machine: {machine()}  ",
+        f"Objective: default `python -m nas.search` proxy on {args.dataset}, latency on {args.device} at 224 "
+        f"(PREDICTED for iphone12). Hypervolume reference: accuracy 0.1 (chance), latency {args.hv_latency_ref} ms.",
+        "",
+        "| sampler | hypervolume per seed | mean | vs random | mean minutes per study |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    for s, h, sec in rows:
+        rel = f"{np.mean(h) / base - 1:+.1%}" if base else "n/a"
+        lines.append(f"| {s} | {', '.join(f'{v:.4f}' for v in h)} | {np.mean(h):.4f} | {rel} | {sec / 60:.1f} |")
+    return lines
+
+
+def run_tau(args) -> list[str]:
+    from scipy.stats import kendalltau
+
+    from nas import ProxyConfig, load_dataset, train_proxy, zero_cost_score
+    from search_space import SearchSpace, zoo
+
+    data = load_dataset(args.dataset)
+    genomes = [(n, g) for n, g in sorted(zoo.items())]
+    rng = np.random.default_rng(args.seed)
+    space = SearchSpace()
+    while len(genomes) < args.genomes:
+        genomes.append((f"random-{len(genomes) - len(zoo)}", space.sample(rng)))
+    base = ProxyConfig()
+    if args.epochs:
+        base = dataclasses.replace(base, epochs=args.epochs)
+    long_cfg = dataclasses.replace(base, epochs=base.epochs * args.long_factor)
+    rows = []
+    for name, g in genomes:
+        t0 = time.perf_counter()
+        short = train_proxy(g, data, config=base, seed=args.seed)
+        t1 = time.perf_counter()
+        long = train_proxy(g, data, config=long_cfg, seed=args.seed)
+        t2 = time.perf_counter()
+        zc = {m: zero_cost_score(g, data, method=m, resolution=base.resolution, seed=args.seed)
+              for m in ("naswot", "synflow", "params", "macs")}
+        rows.append((name, short.accuracy, long.accuracy, zc, t1 - t0, t2 - t1))
+        _logger.info("%s: proxy %.4f (%.0f s), long %.4f (%.0f s), %s", name, short.accuracy, t1 - t0,
+                     long.accuracy, t2 - t1, {k: round(v, 3) for k, v in zc.items()})
+    long_acc = [r[2] for r in rows]
+
+    def tau(xs) -> str:
+        t = kendalltau(xs, long_acc).statistic
+        return "n/a" if t != t else f"{t:.3f}"
+
+    lines = [
+        "## Search: proxy rank fidelity",
+        "",
+        f"Command: `python scripts/bench_search.py --genomes {args.genomes} --long-factor {args.long_factor} "
+        f"--skip-hv" + (f" --epochs {args.epochs}" if args.epochs else "") + "`  ",
+        f"Machine: {machine()}  ",
+        f"{len(rows)} genomes ({len(zoo)} zoo models + {len(rows) - len(zoo)} random genomes of the default space), "
+        f"{args.dataset}. Reference: the same training {args.long_factor}x longer ({long_cfg.epochs} epochs). "
+        "Kendall tau against the reference accuracy:",
+        "",
+        "| score | Kendall tau |",
+        "| --- | --- |",
+        f"| proxy training ({base.epochs} epoch(s), {base.resolution}px) | {tau([r[1] for r in rows])} |",
+        f"| NASWOT (zero-cost) | {tau([r[3]['naswot'] for r in rows])} |",
+        f"| synflow (zero-cost) | {tau([r[3]['synflow'] for r in rows])} |",
+        f"| parameter count (baseline) | {tau([r[3]['params'] for r in rows])} |",
+        f"| MACs (baseline) | {tau([r[3]['macs'] for r in rows])} |",
+        "",
+        "| genome | proxy acc | reference acc | proxy s | reference s |",
+        "| --- | --- | --- | --- | --- |",
+    ]
+    lines += [f"| {n} | {s:.4f} | {lacc:.4f} | {ts:.0f} | {tl:.0f} |" for n, s, lacc, _, ts, tl in rows]
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="iphone12")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--lut-db", default=None)
+    p.add_argument("--trials", type=int, default=20)
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--samplers", nargs="+", default=["nsga2", "tpe", "random"])
+    p.add_argument("--hv-latency-ref", type=float, default=3.0)
+    p.add_argument("--genomes", type=int, default=12)
+    p.add_argument("--long-factor", type=int, default=5)
+    p.add_argument("--epochs", type=int, default=None, help="proxy epochs (default: the proxy's)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--skip-hv", action="store_true")
+    p.add_argument("--skip-tau", action="store_true")
+    p.add_argument("--no-write", action="store_true")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    import torch
+
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    if not args.skip_tau:
+        lines = run_tau(args)
+        print("\n".join(lines))
+        if not args.no_write:
+            update_section("bench_search_tau", "\n".join(lines))
+    if not args.skip_hv:
+        lines = run_hv(args)
+        print("\n".join(lines))
+        if not args.no_write:
+            update_section("bench_search_hv", "\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
