@@ -193,7 +193,7 @@ def test_sigkill_mid_trial_is_failed_and_retried_by_heartbeat(tmp_path, lut_db):
     trials = _trials(storage)
     assert not [t for t in trials if t.state == S.RUNNING]
     assert next(t for t in trials if t.number == killed[0].number).state == S.FAIL
-    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0]._trial_id]
+    retried = [t for t in trials if t.system_attrs.get("failed_trial") == killed[0].number]
     assert retried and retried[0].params == killed[0].params
     assert sum(t.state == S.COMPLETE for t in trials) == 3
 
