@@ -425,6 +425,7 @@ def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
         for k, v in info.items():
             if v is not None:
                 trial.set_user_attr(k, v)
+        _logger.info("baseline %s: %s %.4f, latency %.3f ms at %dpx (%s)", name, config.metric, acc, lat, res, source)
         if state is not None:
             path = out / "weights" / f"baseline_{name}.safetensors"
             _save_weights(state, path)
@@ -529,8 +530,7 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
     from ._errors import ProxyTrainingError
 
     t_start = time.monotonic()
-    if config.threads:
-        torch.set_num_threads(config.threads)
+    torch.set_num_threads(config.threads or _default_threads(config.workers))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, table = _check_device(config)
     storage, study, baseline_study = _open_studies(config, worker)
@@ -567,6 +567,15 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
     finally:
         bar.close()
     return ran + _count(study, (optuna.trial.TrialState.COMPLETE,)) - done
+
+
+def _default_threads(workers: int) -> int:
+    """torch threads per worker: the cores minus one (for the storage, LUT and OS), shared by the workers.
+
+    Oversubscribed cores make torch's thread pool collapse (5-10x slower training measured on 2 cores), so a
+    2-core machine trains on one thread.
+    """
+    return max(1, ((os.cpu_count() or 1) - 1) // max(1, workers))
 
 
 def _worker_entry(config: SearchConfig, worker: int) -> None:  # pragma: no cover - runs in a child process
@@ -690,7 +699,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         import multiprocessing as mp
 
         ctx = mp.get_context("spawn")
-        threads = config.threads or max(1, (os.cpu_count() or 1) // config.workers)
+        threads = config.threads or _default_threads(config.workers)
         cfg = dataclasses.replace(config, threads=threads)
         procs = [ctx.Process(target=_worker_entry, args=(cfg, i), name=f"nas-worker-{i}")
                  for i in range(config.workers)]

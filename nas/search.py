@@ -55,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default: the proxy's)")
     g.add_argument("--proxy-resolution", type=int, default=None, help="proxy training resolution (default 32)")
     g.add_argument("--train-device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    g.add_argument("--threads", type=int, default=None, help="torch threads per worker (default: cores/workers)")
+    g.add_argument("--threads", type=int, default=None,
+                   help="torch threads per worker (default: (cores - 1) / workers, at least 1)")
     g = p.add_argument_group("storage and workers")
     g.add_argument("--storage", default=None,
                    help="Optuna storage: SQLite file or SQLAlchemy URL (default ./repnas-search.db)")
