@@ -35,7 +35,8 @@ from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sess
 
 from ._errors import LUTStorageError
 
-__all__ = ["DEFAULT_DB", "LatencyRecord", "LatencyTable", "Source", "resolve_db_url"]
+__all__ = ["DEFAULT_DB", "LatencyRecord", "LatencyTable", "NetworkCorrection", "NetworkMeasurement", "Source",
+           "resolve_db_url"]
 
 _logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -83,6 +84,60 @@ class VersionInfoRow(Base):
     library_version: Mapped[str] = mapped_column(String(32))
 
 
+class NetworkMeasurementRow(Base):
+    """A whole network measured end to end, with its LUT sum at the time (calibration genomes).
+
+    Added after schema version 1 as a new table: databases written before it get the table on opening,
+    their other tables are untouched.
+    """
+
+    __tablename__ = "network_measurements"
+    __table_args__ = (UniqueConstraint("device", "threads", "resolution", "role", "genome_key"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), index=True)
+    threads: Mapped[int] = mapped_column(Integer)
+    resolution: Mapped[int] = mapped_column(Integer)
+    role: Mapped[str] = mapped_column(String(16))
+    seed: Mapped[int] = mapped_column(Integer)
+    genome_key: Mapped[str] = mapped_column(String(64))
+    genome_json: Mapped[str] = mapped_column(Text)
+    n_units: Mapped[int] = mapped_column(Integer)
+    lut_sum_ms: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    median_ms: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    p10_ms: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    p90_ms: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    cpu_median_ms: Mapped[float | None] = mapped_column(Float(precision=FLOAT_PRECISION), nullable=True)
+    runs: Mapped[int] = mapped_column(Integer)
+    versions_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[_dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
+class NetworkCorrectionRow(Base):
+    """A device's network-level correction ``a * lut_sum + b * n_units + c`` (new table, see above)."""
+
+    __tablename__ = "network_corrections"
+    __table_args__ = (UniqueConstraint("device", "threads", "resolution"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    device: Mapped[str] = mapped_column(String(64), index=True)
+    threads: Mapped[int] = mapped_column(Integer)
+    resolution: Mapped[int] = mapped_column(Integer)
+    a: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    b_ms: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    c_ms: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    clock: Mapped[str] = mapped_column(String(16))
+    n_genomes: Mapped[int] = mapped_column(Integer)
+    seed: Mapped[int] = mapped_column(Integer)
+    fit_mape_pct: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    fit_max_pct: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    loo_mape_pct: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    raw_mape_pct: Mapped[float] = mapped_column(Float(precision=FLOAT_PRECISION))
+    genome_keys_json: Mapped[str] = mapped_column(Text)
+    versions_json: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[_dt.datetime] = mapped_column(DateTime(timezone=True))
+
+
 @dataclass(frozen=True)
 class LatencyRecord:
     """One LUT entry: the latency of one block signature on one device, in milliseconds."""
@@ -108,6 +163,92 @@ class LatencyRecord:
             signature=json.loads(row.signature_json), median_ms=row.median_ms, p10_ms=row.p10_ms,
             p90_ms=row.p90_ms, runs=row.runs, source=Source(row.source), backend=row.backend,
             versions=json.loads(row.versions_json), threads=row.threads, created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class NetworkMeasurement:
+    """One whole network measured end to end (ms) with its LUT sum (ms) and unit count when it was measured.
+
+    ``cpu_median_ms`` is the calling thread's CPU time (one-thread CPU devices; None elsewhere).
+    """
+
+    device: str
+    threads: int
+    resolution: int
+    role: str
+    seed: int
+    genome_key: str
+    genome: dict
+    n_units: int
+    lut_sum_ms: float
+    median_ms: float
+    p10_ms: float
+    p90_ms: float
+    cpu_median_ms: float | None
+    runs: int
+    versions: dict
+    created_at: _dt.datetime
+
+    @property
+    def target_ms(self) -> float:
+        """The latency a correction is fitted to: CPU time where recorded (immune to other load), else wall."""
+        return self.cpu_median_ms if self.cpu_median_ms is not None else self.median_ms
+
+    @classmethod
+    def _from_row(cls, row: NetworkMeasurementRow) -> NetworkMeasurement:
+        return cls(
+            device=row.device, threads=row.threads, resolution=row.resolution, role=row.role, seed=row.seed,
+            genome_key=row.genome_key, genome=json.loads(row.genome_json), n_units=row.n_units,
+            lut_sum_ms=row.lut_sum_ms, median_ms=row.median_ms, p10_ms=row.p10_ms, p90_ms=row.p90_ms,
+            cpu_median_ms=row.cpu_median_ms, runs=row.runs, versions=json.loads(row.versions_json),
+            created_at=row.created_at,
+        )
+
+
+@dataclass(frozen=True)
+class NetworkCorrection:
+    """``predicted = a * lut_sum + b_ms * n_units + c_ms`` for one device, thread count and resolution.
+
+    Fitted on ``n_genomes`` calibration genomes (drawn with ``seed``; their keys in ``genome_keys``) measured
+    end to end; ``fit_mape_pct``/``fit_max_pct`` are its in-sample errors, ``loo_mape_pct`` its
+    leave-one-out error, ``raw_mape_pct`` the uncorrected LUT sum's error on the same genomes.
+    """
+
+    device: str
+    threads: int
+    resolution: int
+    a: float
+    b_ms: float
+    c_ms: float
+    clock: str
+    n_genomes: int
+    seed: int
+    fit_mape_pct: float
+    fit_max_pct: float
+    loo_mape_pct: float
+    raw_mape_pct: float
+    genome_keys: tuple[str, ...]
+    versions: dict
+    created_at: _dt.datetime
+
+    def apply(self, lut_sum_ms: float, n_units: int) -> float:
+        return self.a * lut_sum_ms + self.b_ms * n_units + self.c_ms
+
+    def describe(self) -> str:
+        return (f"a={self.a:.4f}, b={self.b_ms * 1e3:+.1f} us/unit, c={self.c_ms:+.3f} ms; fitted on {self.n_genomes} "
+                f"calibration genomes (seed {self.seed}, {self.clock} clock): fit MAPE {self.fit_mape_pct:.1f}% "
+                f"(max {self.fit_max_pct:.1f}%), leave-one-out {self.loo_mape_pct:.1f}%, uncorrected "
+                f"{self.raw_mape_pct:.1f}%")
+
+    @classmethod
+    def _from_row(cls, row: NetworkCorrectionRow) -> NetworkCorrection:
+        return cls(
+            device=row.device, threads=row.threads, resolution=row.resolution, a=row.a, b_ms=row.b_ms,
+            c_ms=row.c_ms, clock=row.clock, n_genomes=row.n_genomes, seed=row.seed, fit_mape_pct=row.fit_mape_pct,
+            fit_max_pct=row.fit_max_pct, loo_mape_pct=row.loo_mape_pct, raw_mape_pct=row.raw_mape_pct,
+            genome_keys=tuple(json.loads(row.genome_keys_json)), versions=json.loads(row.versions_json),
+            created_at=row.created_at,
         )
 
 
@@ -247,6 +388,68 @@ class LatencyTable:
                 continue  # rolled back; someone stored one of these keys meanwhile: recompute and retry
         raise LUTStorageError(f"could not store {len(records)} rows in {_safe(self.url)}: keys kept colliding "
                               "with concurrent writers; nothing was stored, try again")
+
+    # -- whole networks and network corrections (tables added after schema version 1) ------------------
+    def _has_table(self, name: str) -> bool:
+        from sqlalchemy import inspect
+
+        try:
+            return inspect(self.engine).has_table(name)
+        except SQLAlchemyError as e:
+            raise LUTStorageError(f"LUT database error ({_safe(self.url)}): {_first_line(e)}") from None
+
+    def add_network_measurement(self, m: NetworkMeasurement) -> bool:
+        """Store one network measurement; returns False (and keeps the stored one) if its key exists."""
+        row = NetworkMeasurementRow(
+            device=m.device, threads=int(m.threads), resolution=int(m.resolution), role=m.role, seed=int(m.seed),
+            genome_key=m.genome_key, genome_json=json.dumps(m.genome, sort_keys=True), n_units=int(m.n_units),
+            lut_sum_ms=float(m.lut_sum_ms), median_ms=float(m.median_ms), p10_ms=float(m.p10_ms),
+            p90_ms=float(m.p90_ms), cpu_median_ms=None if m.cpu_median_ms is None else float(m.cpu_median_ms),
+            runs=int(m.runs), versions_json=json.dumps(m.versions, sort_keys=True), created_at=m.created_at,
+        )
+        try:
+            with self._session() as s:
+                s.add(row)
+        except IntegrityError:
+            return False
+        return True
+
+    def network_measurements(self, device: str, threads: int, resolution: int,
+                             role: str = "calibration") -> list[NetworkMeasurement]:
+        if not self._has_table(NetworkMeasurementRow.__tablename__):
+            return []
+        with self._session() as s:
+            q = select(NetworkMeasurementRow).where(
+                NetworkMeasurementRow.device == device, NetworkMeasurementRow.threads == threads,
+                NetworkMeasurementRow.resolution == resolution, NetworkMeasurementRow.role == role,
+            ).order_by(NetworkMeasurementRow.id)
+            return [NetworkMeasurement._from_row(r) for r in s.scalars(q)]
+
+    def add_correction(self, c: NetworkCorrection) -> bool:
+        """Store a network correction; returns False (and keeps the stored one) if the device has one already."""
+        row = NetworkCorrectionRow(
+            device=c.device, threads=int(c.threads), resolution=int(c.resolution), a=float(c.a),
+            b_ms=float(c.b_ms), c_ms=float(c.c_ms), clock=c.clock, n_genomes=int(c.n_genomes), seed=int(c.seed),
+            fit_mape_pct=float(c.fit_mape_pct), fit_max_pct=float(c.fit_max_pct),
+            loo_mape_pct=float(c.loo_mape_pct), raw_mape_pct=float(c.raw_mape_pct),
+            genome_keys_json=json.dumps(list(c.genome_keys)), versions_json=json.dumps(c.versions, sort_keys=True),
+            created_at=c.created_at,
+        )
+        try:
+            with self._session() as s:
+                s.add(row)
+        except IntegrityError:
+            return False
+        return True
+
+    def correction(self, device: str, threads: int, resolution: int) -> NetworkCorrection | None:
+        if not self._has_table(NetworkCorrectionRow.__tablename__):
+            return None
+        with self._session() as s:
+            row = s.scalar(select(NetworkCorrectionRow).where(
+                NetworkCorrectionRow.device == device, NetworkCorrectionRow.threads == threads,
+                NetworkCorrectionRow.resolution == resolution))
+            return NetworkCorrection._from_row(row) if row is not None else None
 
     def close(self) -> None:
         self.engine.dispose()

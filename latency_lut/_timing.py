@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["TimingStats", "interleaved_timings", "summarize"]
+__all__ = ["ClockStats", "TimingStats", "interleaved_timings", "single_call_timings", "summarize"]
 
 
 @dataclass(frozen=True)
@@ -51,3 +51,56 @@ def interleaved_timings(
             samples[i].append((time.perf_counter() - t0) * 1e3 / inner)
     return [summarize(s) for s in samples]
 
+
+
+@dataclass(frozen=True)
+class ClockStats:
+    """Wall-clock statistics, plus the calling thread's CPU time where that equals the work (else None).
+
+    With one compute thread running on the calling thread (onnxruntime or torch on CPU with 1 thread),
+    the thread's CPU time is the latency the call would have on an idle core: time spent preempted by
+    other processes is not counted. ``contention`` (median wall / median CPU) says how much of the wall
+    time the machine's other load added.
+    """
+
+    wall: TimingStats
+    cpu: TimingStats | None = None
+
+    @property
+    def contention(self) -> float | None:
+        if self.cpu is None or self.cpu.median_ms <= 0:
+            return None
+        return self.wall.median_ms / self.cpu.median_ms
+
+    @property
+    def latency(self) -> TimingStats:
+        """The idle-core latency: CPU time where it equals the work, else wall time."""
+        return self.cpu if self.cpu is not None else self.wall
+
+    @property
+    def clock(self) -> str:
+        return "thread-cpu" if self.cpu is not None else "wall"
+
+
+def single_call_timings(
+        fn: Callable[[], object], *, warmup: int = 5, runs: int = 30, prepare: Callable[[], object] | None = None,
+        cpu_clock: bool = False, inner: int = 1,
+) -> ClockStats:
+    """Time ``runs`` samples of ``fn``, each the mean of ``inner`` consecutive calls, in ms, on both clocks.
+
+    ``prepare`` (untimed) runs before each sample: with ``inner=1`` whatever it does to the caches
+    (evicting them, touching the input) holds for every timed call.
+    """
+    for _ in range(warmup):
+        fn()
+    wall, cpu = [], []
+    for _ in range(runs):
+        if prepare is not None:
+            prepare()
+        w0, c0 = time.perf_counter_ns(), time.thread_time_ns()
+        for _ in range(inner):
+            fn()
+        c1, w1 = time.thread_time_ns(), time.perf_counter_ns()
+        wall.append((w1 - w0) / 1e6 / inner)
+        cpu.append((c1 - c0) / 1e6 / inner)
+    return ClockStats(summarize(wall), summarize(cpu) if cpu_clock else None)
