@@ -80,7 +80,8 @@ def cmd_devices(args) -> int:
             if s is None:
                 print(f"{'':12s} not calibrated in this installation: predictions for it are unavailable")
                 continue
-            print(f"{'':12s} PREDICTED, not measured. Calibration error, leave-one-family-out (fit without a "
+            print(f"{'':12s} PREDICTED, not measured. Calibration error, {s.get('lofo_kind', 'plain')} "
+                  f"leave-one-family-out (fit without a "
                   f"family, predict it): mean MAPE {s['lofo_mean_mape_pct']:.1f}%, max {s['lofo_max_mape_pct']:.1f}%, "
                   f"mean Spearman {s['lofo_mean_spearman']:.2f} over {len(s['families'])} families")
             for row in s["families"]:
