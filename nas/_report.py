@@ -81,7 +81,9 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
                    label="seed baselines" if b is baselines[0] else None)
         ax.annotate(b.name, (b.latency_ms, b.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=7,
                     color="tab:red")
-    ax.set_xlabel(f"latency (ms): {latency_label}")
+    import textwrap
+
+    ax.set_xlabel("\n".join(textwrap.wrap(f"latency (ms): {latency_label}", 95)), fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
@@ -203,8 +205,8 @@ def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
                      if any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms for c in front))
         lines += ["", f"The front dominates {n_beat} of {len(baselines)} seed baselines "
                       f"(higher {metric} at equal or lower latency)."]
-    lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`. Export a trial with "
-              "`python -m nas.export --storage URL --study NAME --trial N --out DIR`.", ""]
+    lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`; proxy weights of front "
+              "trials in `weights/`.", ""]
     return "\n".join(lines)
 
 

@@ -402,7 +402,6 @@ def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
     from search_space import InvalidGenomeError, zoo
 
     source = _latency_source(config.device)
-    out = config.out_dir.resolve()
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
         name = trial.user_attrs.get("baseline")
@@ -421,15 +420,11 @@ def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
         trial.set_user_attr("latency_source", source)
         trial.set_user_attr("latency_resolution", res)
         trial.set_user_attr("worker_pid", os.getpid())
-        acc, info, state = evaluator.score(genome, keep_weights=config.proxy == "train")
+        acc, info, _ = evaluator.score(genome, keep_weights=False)  # zoo weights are not needed for export
         for k, v in info.items():
             if v is not None:
                 trial.set_user_attr(k, v)
         _logger.info("baseline %s: %s %.4f, latency %.3f ms at %dpx (%s)", name, config.metric, acc, lat, res, source)
-        if state is not None:
-            path = out / "weights" / f"baseline_{name}.safetensors"
-            _save_weights(state, path)
-            trial.set_user_attr("weights", str(path))
         return acc, lat
 
     return objective
