@@ -107,8 +107,9 @@ def cmd_build(args) -> int:
 def cmd_show(args) -> int:
     from . import LatencyTable, get_device
 
-    get_device(args.device, allow_remote=True)
+    dev = get_device(args.device, allow_remote=True)
     rows = LatencyTable(args.db).records(args.device)
+    print(f"{args.device}: {_label(dev)}")
     for r in rows[: args.limit]:
         sig = {k: v for k, v in r.signature.items() if k != "type"}
         print(f"{r.block_type:10s} {r.median_ms:9.4f} ms  [{r.p10_ms:.4f}-{r.p90_ms:.4f}]  {r.source.value:9s} {sig}")

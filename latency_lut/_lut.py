@@ -111,7 +111,30 @@ def unit_latency(unit: Unit, device: str | DeviceInfo, *, db: LatencyTable | str
         table.add(rec)
     if dev.kind == "measured":
         _note_protocol(table, dev.name, rec)
+    if dev.kind == "predicted":
+        return _current_prediction(table, dev, unit, rec)
     return rec.median_ms
+
+
+_repriced: dict[tuple[str, str, str], float] = {}
+
+
+def _current_prediction(table: LatencyTable, dev: DeviceInfo, unit: Unit, rec: LatencyRecord) -> float:
+    """A predicted row made by another cost-model version is re-priced with the current one (in memory only:
+    stored rows are never overwritten), with a warning once per LUT."""
+    from ._iphone12 import load_cost_model, unit_cost_ms
+
+    model = load_cost_model()
+    if rec.versions.get("cost_model") == model.version:
+        return rec.median_ms
+    key = (table.url, dev.name, unit.key)
+    if key not in _repriced:
+        if not any(k[:2] == key[:2] for k in _repriced):
+            _logger.warning("%s: %s rows in %s were predicted by another cost model version (%s); they are re-priced "
+                            "with the current one (%s) in memory. Use a new --db to store current predictions.",
+                            dev.name, dev.name, table.url, rec.versions.get("cost_model"), model.version)
+        _repriced[key] = unit_cost_ms(build_unit(unit.signature), unit.input_shape, model)
+    return _repriced[key]
 
 
 _warned_legacy: set[tuple[str, str]] = set()

@@ -153,3 +153,18 @@ def test_bad_input_gives_one_message(tmp_path, capsys):
         err = capsys.readouterr().err
         assert err.startswith("error: ") and "Traceback" not in err and "secret" not in err
     assert corrupt.read_bytes() == before
+
+
+def test_predicted_rows_of_an_older_cost_model_are_repriced_not_trusted(tmp_path):
+    import dataclasses
+
+    g = zoo["repvit_m0_9"]
+    table = LatencyTable(tmp_path / "lut.db")
+    current = predict_latency(g, "iphone12", 224, db=table)
+    stale = tmp_path / "stale.db"
+    old = LatencyTable(stale)
+    for rec in table.records("iphone12"):  # the same rows, as if an older cost model had priced them 10x higher
+        old.add(dataclasses.replace(rec, median_ms=rec.median_ms * 10, versions={"cost_model": "v0 old"}))
+    assert len(old.records("iphone12")) == len({u.key for u in units_of_genome(g, 224)})
+    assert predict_latency(g, "iphone12", 224, db=old) == pytest.approx(current, rel=1e-9)
+    assert all(r.versions["cost_model"] == "v0 old" for r in old.records("iphone12"))  # nothing overwritten
