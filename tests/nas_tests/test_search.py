@@ -237,11 +237,18 @@ def test_storage_opens_in_optuna_dashboard(tmp_path, lut_db):
 
     assert main(_args(tmp_path, lut_db, "--proxy", "zero-cost", "--trials", "2", "--no-baselines")) == 0
     app = wsgi(open_storage(str(tmp_path / "s.db"), heartbeat_interval=None))
-    env: dict = {}
-    setup_testing_defaults(env)
-    env["PATH_INFO"] = "/api/studies"
-    status: list[str] = []
-    body = b"".join(app(env, lambda s, h, *a: status.append(s)))
-    assert status[0].startswith("200"), status
-    studies = json.loads(body)["studies"]
-    assert any(s["study_name"] == "t" and len(s["directions"]) == 2 for s in studies)
+
+    def get(path: str) -> dict:
+        env: dict = {}
+        setup_testing_defaults(env)
+        env["PATH_INFO"] = path
+        status: list[str] = []
+        body = b"".join(app(env, lambda s, h, *a: status.append(s)))
+        assert status[0].startswith("200"), (path, status)
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    study = next(s for s in studies if s["study_name"] == "t")
+    assert len(study["directions"]) == 2
+    detail = get(f"/api/studies/{study['study_id']}")
+    assert len(detail["trials"]) == 2
