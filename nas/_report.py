@@ -151,6 +151,9 @@ def write_run_folder(
         g = out / "genomes" / f"trial_{c.number}.json"
         _atomic_write(g, json.dumps(c.genome, indent=2, sort_keys=True) + "\n")
         paths[g.name] = g
+    for old in (out / "genomes").glob("trial_*.json"):  # trials that have dropped off the front since
+        if old.name not in paths:
+            old.unlink(missing_ok=True)
 
     title = f"{meta.get('study', '')}: {meta.get('dataset', '')} proxy vs {meta.get('device', '')} latency"
     _plot(out / "pareto.png", candidates, front, baselines, metric=metric, latency_label=latency_label, title=title)
@@ -166,6 +169,14 @@ def _fmt(c: Candidate) -> str:
     stages = g.get("stages", [])
     arch = " | ".join(f"{s.get('mixer')} d{s.get('depth')} w{s.get('width')}" for s in stages)
     return f"{g.get('stem')} stem; {arch}; {g.get('head')} head"
+
+
+def _beats(c: Candidate, b: Candidate) -> bool:
+    return c.latency_resolution == b.latency_resolution and c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms
+
+
+def _comparable(front: Sequence[Candidate], b: Candidate) -> bool:
+    return not front or any(c.latency_resolution == b.latency_resolution for c in front)
 
 
 def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
@@ -196,15 +207,18 @@ def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
                   f"| model | {metric} | latency (ms) | at | dominated by the front? |",
                   "| --- | --- | --- | --- | --- |"]
         for b in baselines:
-            beat = [c for c in front if c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms]
-            verdict = f"yes (trial {beat[0].number}: {beat[0].accuracy:.4f} at {beat[0].latency_ms:.3f} ms)" \
-                if beat else "no"
+            beat = [c for c in front if _beats(c, b)]
+            if not _comparable(front, b):
+                verdict = f"n/a (priced at {b.latency_resolution}px, the search at another resolution)"
+            else:
+                verdict = f"yes (trial {beat[0].number}: {beat[0].accuracy:.4f} at {beat[0].latency_ms:.3f} ms)" \
+                    if beat else "no"
             lines.append(f"| {b.name} | {b.accuracy:.4f} | {b.latency_ms:.3f} | {b.latency_resolution}px | "
                          f"{verdict} |")
-        n_beat = sum(1 for b in baselines
-                     if any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms for c in front))
-        lines += ["", f"The front dominates {n_beat} of {len(baselines)} seed baselines "
-                      f"(higher {metric} at equal or lower latency)."]
+        comparable = [b for b in baselines if _comparable(front, b)]
+        n_beat = sum(1 for b in comparable if any(_beats(c, b) for c in front))
+        lines += ["", f"The front dominates {n_beat} of the {len(comparable)} seed baselines priced at the search's "
+                      f"resolution (higher {metric} at equal or lower latency)."]
     lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`; proxy weights of front "
               "trials in `weights/`.", ""]
     return "\n".join(lines)

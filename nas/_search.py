@@ -142,7 +142,7 @@ class SearchConfig:
         """Settings a study is bound to: resuming it with different ones is refused."""
         return {"device": self.device, "dataset": self.dataset, "proxy": self.proxy, "resolution": self.resolution,
                 "zero_cost_method": self.zero_cost_method if self.proxy == "zero-cost" else None,
-                "epochs": self.epochs, "proxy_resolution": self.proxy_resolution}
+                "epochs": self.epochs, "proxy_resolution": self.proxy_resolution, "latency_max": self.latency_max}
 
 
 @dataclass(frozen=True)
@@ -358,7 +358,8 @@ def _objective(config: SearchConfig, evaluator: _Evaluator, space, study):
         trial.set_user_attr("latency_source", source)
         trial.set_user_attr("latency_resolution", config.resolution)
         if config.latency_max is not None:
-            trial.set_constraint("latency_ms", lat - config.latency_max)
+            if "constraints:latency_ms" not in study._storage.get_trial_system_attrs(trial._trial_id):
+                trial.set_constraint("latency_ms", lat - config.latency_max)
             trial.set_user_attr("feasible", lat <= config.latency_max)
             if lat > config.reject_factor * config.latency_max:
                 reason = (f"rejected before training: {lat:.3f} ms > {config.reject_factor:g} x the "
@@ -472,6 +473,11 @@ def _open_studies(config: SearchConfig, worker: int):
             baseline_study.set_user_attr("enqueued", sorted(zoo))
         except optuna.exceptions.DuplicatedStudyError:
             baseline_study = optuna.load_study(study_name=bname, storage=storage)
+            if "enqueued" not in baseline_study.user_attrs:  # its creator died while enqueueing: finish the queue
+                have = {t.user_attrs.get("baseline") for t in baseline_study.get_trials(deepcopy=False)}
+                for zname in sorted(set(zoo) - have):
+                    baseline_study.enqueue_trial({"baseline": zname}, user_attrs={"baseline": zname})
+                baseline_study.set_user_attr("enqueued", sorted(zoo))
     return storage, study, baseline_study
 
 
@@ -538,12 +544,18 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
     # a candidate that cannot be trained (NaN, divergence, a runtime error such as out-of-memory) fails with its
     # reason recorded in the trial, and the search goes on
     catch = (ProxyTrainingError, InvalidGenomeError, RuntimeError)
+    out_of_time = lambda: config.timeout is not None and time.monotonic() - t_start >= config.timeout  # noqa: E731
     if baseline_study is not None:
         objective = _baseline_objective(config, evaluator)
         waiting = (optuna.trial.TrialState.WAITING,)
-        while _count(baseline_study, waiting) and (config.timeout is None or remaining() > 1.0):
+        while not out_of_time():
+            _fail_stale(baseline_study)  # a baseline whose worker was killed is failed and re-queued
+            if not _count(baseline_study, waiting):
+                break
             baseline_study.optimize(objective, n_trials=1, catch=catch, timeout=remaining())
             ran += 1
+    if out_of_time():
+        return ran
     done = _count(study, (optuna.trial.TrialState.COMPLETE,))
     if done >= config.trials:
         _logger.info("study %s already has %d complete trials (target %d): nothing to search", study.study_name,
@@ -556,7 +568,7 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
             timeout=remaining(),
             catch=catch,
             callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
-                       bar],
+                       _RunawayGuard(config.trials), bar],
             gc_after_trial=True,
         )
     finally:
@@ -573,9 +585,47 @@ def _default_threads(workers: int) -> int:
     return max(1, ((os.cpu_count() or 1) - 1) // max(1, workers))
 
 
+def _fail_stale(study) -> None:
+    import warnings
+
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)
+
+
+class _RunawayGuard:
+    """Stops a study whose trials keep failing or being rejected (MaxTrialsCallback counts only COMPLETE ones)."""
+
+    def __init__(self, trials: int) -> None:
+        self.limit = max(20, 5 * trials)
+        self.seen = 0
+
+    def __call__(self, study, trial) -> None:
+        import optuna
+
+        if trial.state != optuna.trial.TrialState.COMPLETE:
+            self.seen += 1
+            if self.seen >= self.limit:
+                _logger.error("stopping: %d trials of this worker failed or were rejected (see report.md for the "
+                              "reasons); loosen --latency-max or check the proxy settings", self.seen)
+                study.stop()
+
+
 def _worker_entry(config: SearchConfig, worker: int) -> None:  # pragma: no cover - runs in a child process
+    import sys
+
+    from search_space import RepNASError
+
     logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(message)s")
-    run_worker(config, worker=worker, progress=worker == 0)
+    try:
+        run_worker(config, worker=worker, progress=worker == 0)
+    except (RepNASError, ValueError) as e:
+        print(f"error: [worker {worker}] {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Candidate], dict[str, Any]]:
@@ -619,6 +669,7 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
         "n_running": sum(t.state == S.RUNNING for t in trials),
         "failures": [(t.number, t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason", "?"))
                      for t in trials if t.state == S.FAIL],
+        "unfinished": sorted(t.number for t in trials if t.state in (S.RUNNING, S.WAITING)),
     }
     return cands, sorted(baselines, key=lambda b: b.latency_ms), counts
 
@@ -626,6 +677,7 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
 def write_report(config: SearchConfig, *, proxy_description: str = "", dataset_source: str = "") -> SearchResult:
     """Write the run folder from what the storage holds now; returns the front and baselines."""
     cands, baselines, counts = collect_candidates(config)
+    unfinished = set(counts.pop("unfinished"))
     label = latency_label(config.device)
     meta = {
         "study": config.study_name, "storage": _safe_url(config.storage_url), "device": config.device,
@@ -636,13 +688,13 @@ def write_report(config: SearchConfig, *, proxy_description: str = "", dataset_s
     files = write_run_folder(config.out_dir, candidates=cands, baselines=baselines, meta=meta, metric=config.metric,
                              latency_label=label)
     front = pareto_front(cands)
-    _prune_weights(config, front)
+    _prune_weights(config, front, unfinished)
     return SearchResult(front=front, baselines=baselines, candidates=cands, files=files, latency_label=label)
 
 
-def _prune_weights(config: SearchConfig, front: Sequence[Candidate]) -> None:
-    """Delete this run folder's proxy weights of trials that ended off the front (baselines are kept)."""
-    keep = {Path(c.weights).name for c in front if c.weights}
+def _prune_weights(config: SearchConfig, front: Sequence[Candidate], unfinished: set[int]) -> None:
+    """Delete this run folder's proxy weights of finished trials that ended off the front."""
+    keep = {Path(c.weights).name for c in front if c.weights} | {f"trial_{n}.safetensors" for n in unfinished}
     wdir = config.out_dir / "weights"
     if not wdir.is_dir():
         return
@@ -693,6 +745,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
     else:
         import multiprocessing as mp
 
+        _open_studies(config, 0)  # settings check and baseline queue, once, before any worker starts
         ctx = mp.get_context("spawn")
         threads = config.threads or _default_threads(config.workers)
         cfg = dataclasses.replace(config, threads=threads)
@@ -703,6 +756,10 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         for p in procs:
             p.join()
         bad = [p.exitcode for p in procs if p.exitcode]
+        if len(bad) == len(procs):
+            from ._errors import NASError
+
+            raise NASError(f"all {len(procs)} workers failed (exit codes {bad}); see their messages above")
         if bad:
             _logger.warning("%d of %d workers exited with an error (codes %s); the report covers what they stored",
                             len(bad), len(procs), bad)
@@ -725,6 +782,7 @@ def _describe_proxy(config: SearchConfig) -> str:
 
 def front_dominates_baselines(result: SearchResult) -> dict[str, bool]:
     """For each baseline: does some front member have higher proxy accuracy at equal or lower latency?"""
-    return {b.name: any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms for c in result.front)
+    return {b.name: any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms
+                        and c.latency_resolution == b.latency_resolution for c in result.front)
             for b in result.baselines}
 

@@ -93,6 +93,15 @@ def main(argv: list[str] | None = None) -> int:
     except (RepNASError, ValueError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except Exception as e:  # database errors mid-run (a dropped PostgreSQL connection, a locked SQLite file)
+        import sqlalchemy.exc
+
+        if not isinstance(e, sqlalchemy.exc.SQLAlchemyError):
+            raise
+        from ._storage import _first_line
+
+        print(f"error: storage: {_first_line(e)}; completed trials are kept, rerun to resume", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted: completed trials are stored; rerun the same command to resume", file=sys.stderr)
         return 130
@@ -108,11 +117,16 @@ def _print_table(config, result) -> None:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
         print(f"{c.number:>6} {c.accuracy:>22.4f} {c.latency_ms:>11.3f}  {c.latency_source:9} {params}")
     if result.baselines:
+        from ._search import front_dominates_baselines
+
+        dominated = front_dominates_baselines(result)
         print("seed baselines (same proxy):")
         for b in result.baselines:
-            beat = any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms for c in result.front)
-            print(f"{b.name:>14} {b.accuracy:>14.4f} {b.latency_ms:>11.3f}  {b.latency_source:9} "
-                  f"{'dominated by the front' if beat else 'not dominated'}")
+            beat = dominated.get(b.name, False)
+            same = any(c.latency_resolution == b.latency_resolution for c in result.front)
+            verdict = ("dominated by the front" if beat else "not dominated") if same else \
+                f"not comparable (priced at {b.latency_resolution}px)"
+            print(f"{b.name:>14} {b.accuracy:>14.4f} {b.latency_ms:>11.3f}  {b.latency_source:9} {verdict}")
     print(f"run folder: {config.out_dir} (report.md, pareto.csv/json/png, genomes/)")
 
 
