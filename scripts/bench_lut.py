@@ -90,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         from latency_lut._iphone12 import calibration_summary
 
         s = calibration_summary()
-        t = ["## iphone12 cost model: leave-one-family-out (PREDICTED device)", "",
+        t = [f"## iphone12 cost model: {s.get('lofo_kind', 'plain')} leave-one-family-out (PREDICTED device)", "",
              "Command: `python scripts/bench_lut.py` (table read from the shipped calibration; "
              "`python -m latency_lut calibrate` refits it)  ",
              f"Calibration data: `latency_lut/data/iphone12_published_latency.csv`. Machine for feature extraction: "
