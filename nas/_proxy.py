@@ -44,6 +44,7 @@ from torch import nn
 
 from search_space import Genome, InvalidGenomeError, build_model
 from search_space._genome import check_resolution
+from search_space._model import as_genome
 
 from ._data import ProxyData, stratified_indices
 from ._errors import NASError, ProxyTrainingError, SearchConfigError
@@ -218,16 +219,6 @@ def proxy_resolution(genome: Genome, resolution: int = 32) -> int:
                    "stages")
 
 
-def _as_genome(genome: Any) -> Genome:
-    if isinstance(genome, Genome):
-        return genome
-    if isinstance(genome, str):
-        return Genome.from_json(genome)
-    if isinstance(genome, Mapping):
-        return Genome.from_dict(genome)
-    raise TypeError(f"`genome` must be a Genome, its dict or its JSON, got {type(genome).__name__}")
-
-
 # -- data preparation (cached per dataset object) ---------------------------------------------------------
 
 
@@ -362,7 +353,7 @@ def train_proxy(
         ProxyTrainingError: The loss became NaN/inf (``reason="nan"``) or exploded (``reason="diverged"``).
         NASError: The genome cannot run at any resolution (never for the zoo or ``SearchSpace`` genomes).
     """
-    genome = _as_genome(genome)
+    genome = as_genome(genome)
     config = ProxyConfig() if config is None else config
     if not isinstance(config, ProxyConfig):
         raise TypeError(f"`config` must be a ProxyConfig, got {type(config).__name__}")

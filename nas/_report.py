@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +223,3 @@ def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
               "trials in `weights/`.", ""]
     return "\n".join(lines)
 
-
-def candidate_to_dict(c: Candidate) -> dict[str, Any]:
-    return asdict(c)

@@ -293,14 +293,6 @@ class _Evaluator:
         self.proxy_config = dataclasses.replace(_proxy.ProxyConfig(), **overrides)
         self.device = _train_device(config.train_device)
 
-    def describe(self) -> str:
-        pc = self.proxy_config
-        if self.config.proxy == "zero-cost":
-            return f"the {self.config.zero_cost_method} zero-cost score at {pc.resolution}px (no training)"
-        fields = {f.name: getattr(pc, f.name) for f in dataclasses.fields(pc)}
-        shown = ", ".join(f"{k}={v}" for k, v in fields.items() if v is not None)
-        return f"proxy training on {self.device} ({shown})"
-
     def score(self, genome, *, keep_weights: bool) -> tuple[float, dict[str, Any], dict | None]:
         if self.config.proxy == "zero-cost":
             from ._zerocost import zero_cost_score
@@ -782,7 +774,7 @@ def _describe_proxy(config: SearchConfig) -> str:
 
 def front_dominates_baselines(result: SearchResult) -> dict[str, bool]:
     """For each baseline: does some front member have higher proxy accuracy at equal or lower latency?"""
-    return {b.name: any(c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms
-                        and c.latency_resolution == b.latency_resolution for c in result.front)
-            for b in result.baselines}
+    from ._report import _beats
+
+    return {b.name: any(_beats(c, b) for c in result.front) for b in result.baselines}
 

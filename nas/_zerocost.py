@@ -35,10 +35,11 @@ import torch
 from torch import nn
 
 from search_space import Genome, build_model, reparameterize
+from search_space._model import as_genome
 
 from ._data import ProxyData
 from ._errors import NASError, SearchConfigError
-from ._proxy import _as_genome, _check_number, _rgb, proxy_resolution, to_float
+from ._proxy import _check_number, _rgb, proxy_resolution, to_float
 
 __all__ = ["ZERO_COST_METHODS", "zero_cost_score"]
 
@@ -70,7 +71,7 @@ def zero_cost_score(
     Returns:
         A finite float; higher means predicted better (``params``/``macs``: bigger).
     """
-    genome = _as_genome(genome)
+    genome = as_genome(genome)
     if method not in ZERO_COST_METHODS:
         raise SearchConfigError(f"`method` must be one of {', '.join(ZERO_COST_METHODS)}, got {method!r}")
     if not isinstance(data, ProxyData):
