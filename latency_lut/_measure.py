@@ -44,7 +44,7 @@ from torch import nn
 from ._timing import ClockStats, TimingStats, single_call_timings
 
 __all__ = ["BATCHED", "EVICTED", "backend_versions", "call_overhead_ms", "evict_bytes", "measure_clocks",
-           "measure_module", "unit_protocol"]
+           "measure_module", "measure_onnx_file", "unit_protocol"]
 
 _logger = logging.getLogger(__name__)
 
@@ -99,14 +99,20 @@ def _evict_buffer() -> np.ndarray:
     return np.ones(evict_bytes() // 4, dtype=np.float32)
 
 
-def _ort_callable(module: nn.Module, input_shape, threads: int, tmpdir: str):
-    from search_space._export import export_onnx, onnx_session
+def _onnx_file_callable(path: str | os.PathLike, input_shape, threads: int):
+    from search_space._export import onnx_session
 
-    path = export_onnx(module, os.path.join(tmpdir, "unit.onnx"), tuple(input_shape))
     sess = onnx_session(path, threads=threads)
     name = sess.get_inputs()[0].name
     x = np.random.default_rng(0).standard_normal((1, *input_shape)).astype(np.float32)
     return (lambda: sess.run(None, {name: x})), x
+
+
+def _ort_callable(module: nn.Module, input_shape, threads: int, tmpdir: str):
+    from search_space._export import export_onnx
+
+    path = export_onnx(module, os.path.join(tmpdir, "unit.onnx"), tuple(input_shape))
+    return _onnx_file_callable(path, input_shape, threads)
 
 
 def _torch_callable(module: nn.Module, input_shape, device: str, threads: int):
@@ -163,6 +169,14 @@ def measure_clocks(
         fn, x = _torch_callable(module, input_shape, device, threads)
         return _time(fn, x, warmup=warmup, runs=runs, protocol=protocol, cpu_clock=cpu_clock)
     raise ValueError(f"device {device!r} is not measured on this machine")
+
+
+def measure_onnx_file(path: str | os.PathLike, input_shape, *, threads: int = 1, warmup: int = 5, runs: int = 30
+                      ) -> ClockStats:
+    """Latency of one batch-1 call of an existing ONNX file on ``ort-cpu`` (the protocol ``validate`` uses for
+    whole networks), in ms, overhead included: what a user of that file gets from onnxruntime here."""
+    fn, x = _onnx_file_callable(path, tuple(input_shape), threads)
+    return _time(fn, x, warmup=warmup, runs=runs, protocol=BATCHED, cpu_clock=threads == 1)
 
 
 def measure_module(

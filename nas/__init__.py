@@ -1,4 +1,7 @@
-"""RepNAS search, proxy training, reports and export; see DESIGN.md section 4."""
+"""RepNAS search, proxy training, reports and export; see DESIGN.md section 4.
+
+Commands: ``python -m nas.search`` and ``python -m nas.export``.
+"""
 
 from __future__ import annotations
 
@@ -11,10 +14,14 @@ if TYPE_CHECKING:
     from ._data import load_dataset as load_dataset
     from ._data import stratified_indices as stratified_indices
     from ._errors import DatasetNotFoundError as DatasetNotFoundError
+    from ._errors import ExportError as ExportError
     from ._errors import NASError as NASError
     from ._errors import ProxyTrainingError as ProxyTrainingError
     from ._errors import SearchConfigError as SearchConfigError
     from ._errors import StudyStorageError as StudyStorageError
+    from ._export import ExportResult as ExportResult
+    from ._export import export_pareto as export_pareto
+    from ._export import export_trial as export_trial
     from ._proxy import ProxyConfig as ProxyConfig
     from ._proxy import ProxyResult as ProxyResult
     from ._proxy import proxy_resolution as proxy_resolution
@@ -34,10 +41,14 @@ _LAZY: dict[str, str] = {
     "load_dataset": "._data",
     "stratified_indices": "._data",
     "DatasetNotFoundError": "._errors",
+    "ExportError": "._errors",
     "NASError": "._errors",
     "ProxyTrainingError": "._errors",
     "SearchConfigError": "._errors",
     "StudyStorageError": "._errors",
+    "ExportResult": "._export",
+    "export_pareto": "._export",
+    "export_trial": "._export",
     "ProxyConfig": "._proxy",
     "ProxyResult": "._proxy",
     "proxy_resolution": "._proxy",

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 from search_space import RepNASError
 
-__all__ = ["DatasetNotFoundError", "NASError", "ProxyTrainingError", "SearchConfigError", "StudyStorageError"]
+__all__ = [
+    "DatasetNotFoundError", "ExportError", "NASError", "ProxyTrainingError", "SearchConfigError", "StudyStorageError",
+]
 
 
 class NASError(RepNASError):
@@ -29,3 +31,8 @@ class ProxyTrainingError(NASError):
 
 class StudyStorageError(NASError, ValueError):
     """The Optuna storage URL is malformed or unreachable, or the study/trial asked for does not exist."""
+
+
+class ExportError(NASError, ValueError):
+    """A trial cannot be exported (unknown, failed or running; missing weights; a non-empty folder without
+    ``--force``; an ONNX file that disagrees with torch)."""

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Candidate", "dominates", "pareto_front", "write_run_folder"]
+__all__ = ["Candidate", "dominates", "is_dominated", "pareto_front", "write_run_folder"]
 
 _logger = logging.getLogger(__name__)
 
@@ -42,8 +42,13 @@ class Candidate:
 
 def dominates(a: Candidate, b: Candidate) -> bool:
     """``a`` is at least as accurate and as fast as ``b``, and strictly better in one."""
-    return (a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms
-            and (a.accuracy > b.accuracy or a.latency_ms < b.latency_ms))
+    return is_dominated((b.accuracy, b.latency_ms), [(a.accuracy, a.latency_ms)])
+
+
+def is_dominated(point: tuple[float, float], points: Sequence[tuple[float, float]]) -> bool:
+    """Whether some ``(accuracy, latency_ms)`` in ``points`` dominates ``point`` (the rule of :func:`dominates`)."""
+    acc, lat = point
+    return any(a >= acc and ms <= lat and (a > acc or ms < lat) for a, ms in points)
 
 
 def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SearchConfigError, StudyStorageError
-from ._report import Candidate, pareto_front, write_run_folder
+from ._report import Candidate, is_dominated, pareto_front, write_run_folder
 from ._storage import is_sqlite, open_storage, resolve_storage_url
 
 __all__ = ["PROXIES", "SAMPLERS", "SearchConfig", "SearchResult", "collect_candidates", "run_search", "run_worker",
@@ -377,12 +377,10 @@ def _objective(config: SearchConfig, evaluator: _Evaluator, space, study):
         for k, v in info.items():
             if v is not None:
                 trial.set_user_attr(k, v)
-        if state is not None:
-            pts = _completed_points(study)
-            if not any(a >= acc and ms <= lat and (a > acc or ms < lat) for a, ms in pts):
-                path = out / "weights" / f"trial_{trial.number}.safetensors"
-                _save_weights(state, path)
-                trial.set_user_attr("weights", str(path))
+        if state is not None and not is_dominated((acc, lat), _completed_points(study)):
+            path = (out / "weights" / f"trial_{trial.number}.safetensors").resolve()
+            _save_weights(state, path)
+            trial.set_user_attr("weights", str(path))
         return acc, lat
 
     return objective
@@ -496,7 +494,7 @@ class _Progress:
                if t.values and t.user_attrs.get("feasible", True)]
         if not pts:
             return
-        front = sorted(p for p in pts if not any(o[0] >= p[0] and o[1] <= p[1] and o != p for o in pts))
+        front = sorted(p for p in pts if not is_dominated(p, pts))
         best = max(front)
         fastest = min(front, key=lambda p: p[1])
         self.bar.set_postfix_str(f"front {len(front)} | best {best[0]:.3f} @ {best[1]:.2f} ms | fastest "
@@ -528,6 +526,12 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
     _, table = _check_device(config)
     storage, study, baseline_study = _open_studies(config, worker)
     evaluator = _Evaluator(config, table, data)
+    if "repnas_data" not in study.user_attrs:  # what an export needs to describe the weights (nas.export)
+        d = evaluator.data
+        study.set_user_attr("repnas_data", {
+            "name": d.name, "num_classes": d.num_classes, "in_chans": d.in_chans, "mean": list(d.mean),
+            "std": list(d.std), "proxy_resolution": evaluator.proxy_config.resolution,
+            "proxy": _describe_proxy(config)})
     space = _space(config)
     remaining = lambda: None if config.timeout is None else max(1.0, config.timeout - (time.monotonic() - t_start))  # noqa: E731
     ran = 0
@@ -620,6 +624,18 @@ def _worker_entry(config: SearchConfig, worker: int) -> None:  # pragma: no cove
         sys.exit(130)
 
 
+def candidate_from_trial(t, *, baseline: bool = False) -> Candidate:
+    """A complete trial (of the search study or its baselines) as a report :class:`Candidate`."""
+    ua = t.user_attrs
+    return Candidate(
+        number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]), genome=ua.get("genome", {}),
+        latency_source=ua.get("latency_source", "?"), latency_resolution=int(ua.get("latency_resolution", 0)),
+        name=ua.get("baseline", "") if baseline else "", baseline=baseline, feasible=bool(ua.get("feasible", True)),
+        params=ua.get("num_params"), stopped_early=bool(ua.get("stopped_early", False)), weights=ua.get("weights"),
+        extra={k: ua[k] for k in ("duplicate_of", "stop_reason", "seconds") if ua.get(k) is not None},
+    )
+
+
 def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Candidate], dict[str, Any]]:
     """Read the study (and its baselines) back from storage: search candidates, baselines, counts."""
     import optuna
@@ -631,17 +647,7 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
         raise StudyStorageError(f"no study {config.study_name!r} in {config.storage_url}") from None
     S = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
-
-    def cand(t, *, baseline: bool = False) -> Candidate:
-        ua = t.user_attrs
-        return Candidate(
-            number=t.number, accuracy=float(t.values[0]), latency_ms=float(t.values[1]), genome=ua.get("genome", {}),
-            latency_source=ua.get("latency_source", "?"), latency_resolution=int(ua.get("latency_resolution", 0)),
-            name=ua.get("baseline", "") if baseline else "", baseline=baseline, feasible=bool(ua.get("feasible", True)),
-            params=ua.get("num_params"), stopped_early=bool(ua.get("stopped_early", False)), weights=ua.get("weights"),
-            extra={k: ua[k] for k in ("duplicate_of", "stop_reason", "seconds") if ua.get(k) is not None},
-        )
-
+    cand = candidate_from_trial
     cands = [cand(t) for t in trials if t.state == S.COMPLETE and t.values]
     baselines: list[Candidate] = []
     if config.baselines:

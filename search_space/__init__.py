@@ -6,6 +6,7 @@ Importing this package registers ``repnas_<zoo name>`` models with timm.
 from __future__ import annotations
 
 from ._errors import InvalidGenomeError as InvalidGenomeError
+from ._errors import ModelDirError as ModelDirError
 from ._errors import RepNASError as RepNASError
 from ._genome import DOWNSAMPLES as DOWNSAMPLES
 from ._genome import HEADS as HEADS
@@ -16,7 +17,9 @@ from ._genome import StageGenome as StageGenome
 from ._model import RepNASNet as RepNASNet
 from ._model import build_model as build_model
 from ._model import reparameterize as reparameterize
+from ._registry import create_model_from_dir as create_model_from_dir
 from ._registry import create_repnas as create_repnas
+from ._registry import register_dir as register_dir
 from ._space import SearchSpace as SearchSpace
 from ._zoo import ZOO_REFERENCES as ZOO_REFERENCES
 from ._zoo import zoo as zoo
@@ -30,13 +33,16 @@ __all__ = [
     "STEMS",
     "Genome",
     "InvalidGenomeError",
+    "ModelDirError",
     "RepNASError",
     "RepNASNet",
     "SearchSpace",
     "StageGenome",
     "ZOO_REFERENCES",
     "build_model",
+    "create_model_from_dir",
     "create_repnas",
+    "register_dir",
     "reparameterize",
     "zoo",
 ]

@@ -7,7 +7,7 @@ Every error RepNAS raises on purpose derives from :class:`RepNASError`. It lives
 
 from __future__ import annotations
 
-__all__ = ["InvalidGenomeError", "RepNASError"]
+__all__ = ["InvalidGenomeError", "ModelDirError", "RepNASError"]
 
 
 class RepNASError(Exception):
@@ -16,3 +16,8 @@ class RepNASError(Exception):
 
 class InvalidGenomeError(RepNASError, ValueError):
     """A genome or search-space setting is malformed; the message names the field."""
+
+
+class ModelDirError(RepNASError, ValueError):
+    """An exported model folder (``config.json`` + ``model.safetensors``) is missing, malformed or clashes
+    with a registered name."""

@@ -1,0 +1,516 @@
+"""Exporting a trial as a timm model folder: config.json, model.safetensors, a verified model.onnx, a card.
+
+The folder follows timm's Hugging Face hub layout (written with ``timm.models.save_for_hf``), so
+``search_space.register_dir(DIR)`` followed by ``timm.create_model('repnas_<name>', pretrained=True)``, or
+``search_space.create_model_from_dir(DIR)``, rebuilds the genome with the trial's proxy weights.
+
+Everything is written into a temporary sibling folder first and moved into place only after the ONNX
+check passed, so a failed export leaves an existing folder as it was.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import logging
+import os
+import platform
+import shutil
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ._errors import ExportError, StudyStorageError
+from ._storage import _safe, open_storage, resolve_storage_url
+
+__all__ = ["ONNX_ATOL", "ExportResult", "default_name", "export_pareto", "export_trial"]
+
+_logger = logging.getLogger(__name__)
+
+ONNX_ATOL = 1e-4
+"""Largest difference allowed between onnxruntime and torch outputs at export time, in units of the output's
+scale: ``max|ort - torch| <= ONNX_ATOL * max(1, max|torch|)``. For logits within +-1 this is an absolute
+tolerance of 1e-4. Proxy weights trained at 32 px give logits in the hundreds or thousands on 224 px input,
+where float32 rounding alone (about 1e-7 of the magnitude) differs between any two runtimes by more than 1e-4,
+so the bound scales with the output there."""
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What one export wrote and measured."""
+
+    out_dir: Path
+    architecture: str
+    trial: int
+    files: list[str]
+    has_weights: bool
+    onnx_max_abs_diff: float
+    ort_cpu_measured_ms: float
+    ort_cpu_lut_ms: float | None
+    search_latency_ms: float
+    search_device: str
+    accuracy: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+# -- reading the study ------------------------------------------------------------------------------------
+def _load_study(storage: str | None, study: str):
+    import optuna
+
+    st = open_storage(storage, heartbeat_interval=None)
+    try:
+        return optuna.load_study(study_name=study, storage=st)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
+        have = ", ".join(names) if names else "none"
+        raise StudyStorageError(f"no study {study!r} in {_safe(resolve_storage_url(storage))} "
+                                f"(studies there: {have})") from None
+
+
+def _get_trial(study, number: int):
+    import optuna
+
+    trials = study.get_trials(deepcopy=False)
+    match = [t for t in trials if t.number == number]
+    if not match:
+        span = f"0..{max(t.number for t in trials)}" if trials else "none yet"
+        raise ExportError(f"study {study.study_name!r} has no trial {number} (trials: {span})")
+    t = match[0]
+    S = optuna.trial.TrialState
+    if t.state != S.COMPLETE or not t.values:
+        why = t.user_attrs.get("fail_reason") or t.user_attrs.get("rejected") or t.system_attrs.get("fail_reason")
+        hint = {S.RUNNING: "it is still running; wait for it to finish",
+                S.WAITING: "it is queued and has not run yet",
+                S.PRUNED: "it was rejected (over the latency budget) and never trained",
+                S.FAIL: "it failed"}.get(t.state, "")
+        raise ExportError(f"trial {number} of study {study.study_name!r} is {t.state.name}"
+                          + (f" ({why})" if why else "") + (f": {hint}" if hint else "")
+                          + "; only COMPLETE trials can be exported")
+    if "genome" not in t.user_attrs:
+        raise ExportError(f"trial {number} of study {study.study_name!r} has no genome (not a RepNAS study?)")
+    return t
+
+
+def default_name(study_name: str, number: int) -> str:
+    """``<study>_trial<N>`` as a timm-friendly name (lower-case, ``_`` for anything else)."""
+    base = "".join(ch if ch.isalnum() else "_" for ch in study_name.lower()).strip("_") or "study"
+    if not base[0].isalpha():
+        base = "m" + base
+    while "__" in base:
+        base = base.replace("__", "_")
+    return f"{base}_trial{number}"
+
+
+def _data_info(study) -> dict[str, Any]:
+    """Dataset facts of the proxy (recorded by ``nas.search``; older studies: from the dataset itself)."""
+    info = study.user_attrs.get("repnas_data")
+    if info:
+        return dict(info)
+    ident = study.user_attrs.get("repnas_config") or {}
+    name = ident.get("dataset")
+    if not name:
+        raise ExportError(f"study {study.study_name!r} records no dataset (not a RepNAS study?)")
+    from ._data import load_dataset
+
+    d = load_dataset(name)
+    return {"name": d.name, "num_classes": d.num_classes, "in_chans": d.in_chans, "mean": list(d.mean),
+            "std": list(d.std), "proxy_resolution": None, "proxy": ""}
+
+
+# -- the folder -------------------------------------------------------------------------------------------
+def _check_out(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise ExportError(f"--out {out} exists and is not a folder; nothing was written")
+    if out.is_dir() and any(out.iterdir()) and not force:
+        raise ExportError(f"--out {out} exists and is not empty; pass --force to replace it (nothing was written)")
+    if not out.parent.exists():
+        raise ExportError(f"the parent folder of --out {out} does not exist")
+
+
+def _move_into_place(tmp: Path, out: Path) -> None:
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(tmp, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _machine() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores"
+
+
+def _load_weights(path_text: str | None, model) -> tuple[bool, str]:
+    """Load a trial's proxy weights into ``model``; (loaded, note for the card)."""
+    if not path_text:
+        return False, "none: the trial kept no weights (zero-cost proxy, or it was off the front when it finished)"
+    path = Path(path_text).expanduser()
+    if not path.is_file():
+        raise ExportError(f"the trial's weights {path} are missing (deleted, or kept on the machine of the worker "
+                          "that ran it); copy them there, or pass --no-weights to export the architecture alone")
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as e:  # noqa: BLE001 - a truncated or foreign file
+        raise ExportError(f"cannot read the trial's weights {path}: {e}") from None
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()[0]
+        raise ExportError(f"the weights {path} do not fit the trial's genome ({first})") from None
+    return True, f"the trial's proxy-trained weights ({path.name})"
+
+
+def _check_onnx(model, deployed, path: Path, res: int) -> dict[str, float]:
+    import numpy as np
+    import onnx
+    import torch
+
+    from search_space._export import onnx_forward
+
+    onnx.checker.check_model(str(path))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(2, 3, res, res, generator=g)
+    with torch.inference_mode():
+        ref = model.eval()(x).numpy()
+        dep = deployed(x).numpy()
+    got = np.concatenate([onnx_forward(str(path), x[i:i + 1]) for i in range(x.shape[0])])
+    scale = max(1.0, float(np.abs(ref).max()))
+    diff = {"onnx_vs_torch": float(np.abs(got - ref).max()), "onnx_vs_deployed_torch": float(np.abs(got - dep).max()),
+            "output_abs_max": float(np.abs(ref).max()), "tolerance": ONNX_ATOL * scale}
+    if not diff["onnx_vs_torch"] <= diff["tolerance"]:  # NaN fails too
+        raise ExportError(f"ONNX check failed: onnxruntime and torch differ by {diff['onnx_vs_torch']:.3g} on random "
+                          f"input (allowed {diff['tolerance']:.3g} = {ONNX_ATOL:g} x max(1, max|output| "
+                          f"{diff['output_abs_max']:.3g})); nothing was written")
+    return diff
+
+
+def _coreml(deployed, path: Path, res: int) -> str:
+    import logging as _logging
+    import warnings
+
+    import coremltools as ct
+    import torch
+
+    _logging.getLogger("coremltools").setLevel(_logging.ERROR)
+    x = torch.randn(1, 3, res, res)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        prog = torch.export.export(deployed, (x,)).run_decompositions({})
+        ml = ct.convert(prog, inputs=[ct.TensorType(name="input", shape=tuple(x.shape))], convert_to="mlprogram",
+                        minimum_deployment_target=ct.target.iOS15)
+    ml.save(str(path))
+    if sys.platform == "darwin":  # Core ML runs only on Apple platforms: check it against torch there
+        import numpy as np
+
+        out = np.asarray(next(iter(ml.predict({"input": x.numpy()}).values())))
+        with torch.inference_mode():
+            ref = deployed(x).numpy()
+        return f"checked against torch on this Mac: max abs diff {np.abs(out - ref).max():.2g}"
+    return f"converted with coremltools {ct.__version__} (ML program, iOS 15+); not run here (Core ML needs macOS/iOS)"
+
+
+def export_trial(
+        *,
+        storage: str | None,
+        study: str,
+        trial: int,
+        out: str | os.PathLike,
+        name: str | None = None,
+        force: bool = False,
+        coreml: bool = False,
+        weights: bool = True,
+        lut_db: str | None = None,
+        measure_runs: int = 30,
+) -> ExportResult:
+    """Export one complete trial into ``out`` (see the module docstring).
+
+    Args:
+        storage: Optuna storage URL or SQLite path (default ``./repnas-search.db``).
+        study: Study name.
+        trial: Trial number.
+        out: Folder to write; must be absent or empty unless ``force``.
+        name: Model name (``repnas_`` is prefixed; default ``<study>_trial<N>``).
+        force: Replace a non-empty ``out`` (only after the export succeeded).
+        coreml: Also write ``model.mlpackage`` (needs ``coremltools``).
+        weights: Include the trial's proxy weights (False: no ``model.safetensors``; the ONNX file is checked on
+            a freshly initialized model).
+        lut_db: Latency LUT for the ort-cpu prediction on the card (default ``./repnas-lut.db``).
+        measure_runs: Timed onnxruntime runs for the card's measured latency.
+
+    Raises:
+        StudyStorageError: Unknown storage or study.
+        ExportError: Unknown, failed or running trial; non-empty ``out`` without ``force``; missing weights;
+            an ONNX file that disagrees with torch.
+    """
+    if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
+        raise ExportError(f"--trial must be a trial number (>= 0), got {trial!r}")
+    _check_coreml(coreml)
+    from search_space._registry import check_model_name
+
+    out = Path(out).expanduser().absolute()
+    arch = check_model_name(name or default_name(study, trial))
+    _check_out(out, force)
+    return _export_one(_load_study(storage, study), trial, out, arch=arch, storage=storage, coreml=coreml,
+                       weights=weights, lut_db=lut_db, measure_runs=measure_runs)
+
+
+def _check_coreml(coreml: bool) -> None:
+    if coreml:
+        import importlib.util
+
+        if importlib.util.find_spec("coremltools") is None:
+            raise ExportError("--coreml needs coremltools: pip install coremltools (or pip install 'repnas[coreml]')")
+
+
+def _export_one(st, trial: int, out: Path, *, arch: str, storage, coreml: bool, weights: bool, lut_db,
+                measure_runs: int) -> ExportResult:
+    t = _get_trial(st, trial)
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
+    try:
+        result = _write(st, t, tmp, out, arch=arch, storage=storage, coreml=coreml, weights=weights, lut_db=lut_db,
+                        measure_runs=measure_runs)
+        _move_into_place(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    _logger.info("exported trial %d of %s to %s as %s", trial, st.study_name, out, arch)
+    return result
+
+
+def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, weights: bool, lut_db, measure_runs
+           ) -> ExportResult:
+    from timm.models import save_for_hf
+
+    from latency_lut import predict_latency
+    from latency_lut._measure import backend_versions, measure_onnx_file
+    from search_space import Genome, InvalidGenomeError
+    from search_space._export import export_onnx
+    from search_space._registry import create_repnas, default_cfg_for
+
+    from ._search import latency_label
+
+    ua = t.user_attrs
+    ident = st.user_attrs.get("repnas_config") or {}
+    data = _data_info(st)
+    try:
+        genome = Genome.from_dict(ua["genome"])
+        res = int(ua.get("latency_resolution") or genome.resolution)
+        if genome.resolution != res:
+            genome = genome.with_resolution(res)
+    except (InvalidGenomeError, TypeError, ValueError) as e:
+        raise ExportError(f"trial {t.number}: stored genome is invalid: {e}") from None
+    nc = int(data["num_classes"])
+    mean = list(data["mean"]) * 3 if len(data["mean"]) == 1 else list(data["mean"])
+    std = list(data["std"]) * 3 if len(data["std"]) == 1 else list(data["std"])
+    device = ident.get("device", "?")
+    is_baseline = "baseline" in ua
+    description = (f"RepNAS {'seed baseline ' + ua['baseline'] if is_baseline else 'architecture'} from study "
+                   f"{st.study_name!r}, trial {t.number}; proxy weights on {data['name']}")
+    pcfg = default_cfg_for(genome, num_classes=nc, mean=tuple(mean), std=tuple(std), crop_pct=1.0,
+                           interpolation="bilinear", description=description, license="apache-2.0")
+    model = create_repnas(arch, genome, pretrained=False, num_classes=nc, pretrained_cfg=pcfg)
+    has_weights, weights_note = _load_weights(ua.get("weights") if weights else None, model)
+    if not weights:
+        weights_note = "none: exported with --no-weights"
+    model.eval()
+
+    files = ["config.json"]
+    meta = {
+        "study": st.study_name, "trial": t.number, "storage": _safe(resolve_storage_url(storage)),
+        "genome_key": genome.key(), "device": device, "latency_ms": float(t.values[1]),
+        "latency_source": ua.get("latency_source", "?"), "latency_resolution": res,
+        "metric": "proxy accuracy" if ident.get("proxy", "train") == "train" else "zero-cost score",
+        "accuracy": float(t.values[0]), "dataset": data["name"], "proxy": data.get("proxy", ""),
+        "proxy_resolution": data.get("proxy_resolution"), "weights": has_weights,
+    }
+    model_config = {"repnas": meta}
+    if has_weights:
+        save_for_hf(model, str(tmp), model_args={"genome": genome.to_dict()}, safe_serialization=True,
+                    model_config=model_config)
+        files.append("model.safetensors")
+    else:
+        from timm.models._hub import save_config_for_hf
+
+        save_config_for_hf(model, str(tmp / "config.json"), model_args={"genome": genome.to_dict()},
+                           model_config=model_config)
+
+    from search_space import reparameterize
+
+    deployed = reparameterize(copy.deepcopy(model)).eval()
+    onnx_path = tmp / "model.onnx"
+    export_onnx(deployed, onnx_path, (3, res, res))
+    diff = _check_onnx(model, deployed, onnx_path, res)
+    files.append("model.onnx")
+    _logger.info("ONNX check: max |onnxruntime - torch| = %.2g (allowed %.2g)", diff["onnx_vs_torch"],
+                 diff["tolerance"])
+
+    _logger.info("measuring model.onnx on ort-cpu (1 thread, %d runs)", measure_runs)
+    clocks = measure_onnx_file(onnx_path, (3, res, res), threads=1, runs=measure_runs)
+    measured = clocks.latency.median_ms
+    try:
+        lut_ms = predict_latency(genome, "ort-cpu", res, db=lut_db, num_classes=nc)
+    except Exception as e:  # noqa: BLE001 - the card says why the prediction is missing instead of failing
+        _logger.warning("no ort-cpu LUT prediction: %s", e)
+        lut_ms = None
+    coreml_note = ""
+    if coreml:
+        coreml_note = _coreml(deployed, tmp / "model.mlpackage", res)
+        files.append("model.mlpackage")
+    versions = backend_versions("ort-cpu")
+    result = ExportResult(
+        out_dir=out, architecture=arch, trial=t.number, files=files + ["README.md"], has_weights=has_weights,
+        onnx_max_abs_diff=diff["onnx_vs_torch"], ort_cpu_measured_ms=measured, ort_cpu_lut_ms=lut_ms,
+        search_latency_ms=float(t.values[1]), search_device=device, accuracy=float(t.values[0]),
+        extra={"wall_ms": clocks.wall.median_ms, "clock": "thread CPU time" if clocks.cpu is not None else "wall",
+               "versions": versions, "diff": diff, "coreml": coreml_note, "weights_note": weights_note,
+               "label": latency_label(device) if device != "?" else "?", "meta": meta,
+               "params": sum(p.numel() for p in deployed.parameters()), "dir": str(out)},
+    )
+    (tmp / "README.md").write_text(_card(result, genome, data), encoding="utf-8")
+    _default_permissions(tmp)
+    return result
+
+
+def _default_permissions(folder: Path) -> None:
+    """Files as the user's umask would make them (safetensors writes 0600, the folder is meant to be shared)."""
+    mask = os.umask(0)
+    os.umask(mask)
+    for p in folder.rglob("*"):
+        os.chmod(p, (0o777 if p.is_dir() else 0o666) & ~mask)
+    os.chmod(folder, 0o777 & ~mask)
+
+
+def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
+    m = r.extra["meta"]
+    res = m["latency_resolution"]
+    v = r.extra["versions"]
+    ort = ", ".join(f"{k} {val}" for k, val in v.items() if k != "protocol") or "onnxruntime"
+    lut = f"{r.ort_cpu_lut_ms:.3f}" if r.ort_cpu_lut_ms is not None else "n/a"
+    if r.ort_cpu_lut_ms:
+        lut += f" ({r.ort_cpu_lut_ms / r.ort_cpu_measured_ms - 1:+.1%} vs measured)"
+    search_how = r.extra["label"]
+    acc_line = (f"{m['metric']}: **{r.accuracy:.4f}** on the {data['name']} validation subset after the search's "
+                f"short proxy training" if m["metric"] == "proxy accuracy" else f"{m['metric']}: {r.accuracy:.4f}")
+    lines = [
+        f"# {r.architecture}",
+        "",
+        f"An architecture found by RepNAS: study `{m['study']}`, trial {r.trial} (storage `{m['storage']}`).",
+        f"Deployed form: {r.extra['params'] / 1e6:.2f} M parameters, {data['num_classes']} classes, "
+        f"{res}x{res} input.",
+        "",
+        "## Latency",
+        "",
+        "| device | latency (ms) | how |",
+        "| --- | --- | --- |",
+        f"| {r.search_device} | {r.search_latency_ms:.3f} | {search_how}; priced by the search at {res}px "
+        "with a 1000-class head |",
+        f"| ort-cpu | {r.ort_cpu_measured_ms:.3f} | MEASURED on this `model.onnx` at export: median of batch-1 "
+        f"calls ({r.extra['clock']}; wall {r.extra['wall_ms']:.3f} ms), 1 thread, {ort}, {_machine()} |",
+        f"| ort-cpu (LUT) | {lut} | PREDICTED: sum of the measured per-block LUT rows on the same machine |",
+        "",
+        "## Accuracy",
+        "",
+        f"{acc_line}. Proxy: {m['proxy'] or 'see the study'}. This ranks candidates; it is not the accuracy of a "
+        "fully trained model.",
+        "",
+        "## Files",
+        "",
+        "- `config.json`: timm hub layout (`architecture`, `num_classes`, `pretrained_cfg`, `model_args.genome`).",
+        f"- `model.safetensors`: {r.extra['weights_note']}." if r.has_weights else
+        f"- no `model.safetensors`: {r.extra['weights_note']}.",
+        f"- `model.onnx`: deployed (re-parameterized) form, opset 17, batch 1, {res}x{res}. Checked at export on "
+        f"random input: max |onnxruntime - torch| = {r.onnx_max_abs_diff:.2g} with outputs up to "
+        f"{r.extra['diff']['output_abs_max']:.3g} (allowed {ONNX_ATOL:g} x max(1, max |output|) = "
+        f"{r.extra['diff']['tolerance']:.2g}).",
+    ]
+    if r.extra["coreml"]:
+        lines.append(f"- `model.mlpackage`: Core ML, {r.extra['coreml']}.")
+    lines += [
+        "",
+        "## Use",
+        "",
+        "```python",
+        "import search_space, timm",
+        f"model = search_space.create_model_from_dir({r.extra['dir']!r})  # genome + weights",
+        f"search_space.register_dir({r.extra['dir']!r})",
+        f"model = timm.create_model({r.architecture!r}, pretrained={r.has_weights}, num_classes=100)  "
+        "# new head",
+        "deployed = timm.utils.reparameterize_model(model.eval())",
+        "```",
+        "",
+        "## Genome",
+        "",
+        "```json",
+        json.dumps(genome.to_dict(), indent=2),
+        "```",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def export_pareto(
+        *,
+        storage: str | None,
+        study: str,
+        out: str | os.PathLike,
+        name: str | None = None,
+        force: bool = False,
+        coreml: bool = False,
+        weights: bool = True,
+        lut_db: str | None = None,
+        measure_runs: int = 30,
+) -> list[ExportResult]:
+    """Export every trial of the study's Pareto front into ``out/<name>_trial<N>/``."""
+    import optuna
+
+    from search_space._registry import check_model_name
+
+    from ._report import pareto_front
+    from ._search import candidate_from_trial
+
+    _check_coreml(coreml)
+    out = Path(out).expanduser().absolute()
+    _check_out(out, force)
+    base = name or default_name(study, 0).rsplit("_trial", 1)[0]
+    check_model_name(f"{base}_trial0")
+    st = _load_study(storage, study)
+    done = st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    front = [c for c in pareto_front([candidate_from_trial(t) for t in done if t.values])
+             if "duplicate_of" not in c.extra]  # a re-proposed genome is exported once, under its first trial
+    if not front:
+        raise ExportError(f"study {study!r} has no complete feasible trial to export")
+    out.mkdir(exist_ok=True)
+    results = []
+    for c in front:
+        sub = f"{base}_trial{c.number}"
+        _check_out(out / sub, force)
+        results.append(_export_one(st, c.number, out / sub, arch=check_model_name(sub), storage=storage,
+                                   coreml=coreml, weights=weights, lut_db=lut_db, measure_runs=measure_runs))
+    return results
+
+
+def summary_lines(results: Sequence[ExportResult]) -> list[str]:
+    """The CLI's table of what was exported."""
+    rows = [f"{'trial':>6} {'accuracy':>9} {'search ms':>10} {'ort-cpu ms':>11} {'LUT ms':>8} {'onnx diff':>9}  "
+            "folder"]
+    for r in results:
+        lut = f"{r.ort_cpu_lut_ms:.3f}" if r.ort_cpu_lut_ms is not None else "n/a"
+        rows.append(f"{r.trial:>6} {r.accuracy:>9.4f} {r.search_latency_ms:>10.3f} {r.ort_cpu_measured_ms:>11.3f} "
+                    f"{lut:>8} {r.onnx_max_abs_diff:>9.1e}  {r.out_dir} ({r.architecture})")
+    return rows
