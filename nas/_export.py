@@ -59,6 +59,9 @@ class ExportResult:
 def _load_study(storage: str | None, study: str):
     import optuna
 
+    url = resolve_storage_url(storage)
+    if url.startswith("sqlite:///") and url != "sqlite:///:memory:" and not Path(url[len("sqlite:///"):]).is_file():
+        raise StudyStorageError(f"no storage file {url[len('sqlite:///'):]} (pass the --storage the search used)")
     st = open_storage(storage, heartbeat_interval=None)
     try:
         return optuna.load_study(study_name=study, storage=st)

@@ -221,9 +221,10 @@ def test_bad_input_one_message_nothing_overwritten(study, tmp_path, capsys):
         assert "Traceback" not in err
     assert _read_all(busy) == {"keep.txt": b"mine"}
     assert not (tmp_path / "a").exists()
-    rc = main(["--storage", str(tmp_path / "missing-dir" / "s.db"), "--study", "t", "--trial", "0",
-               "--out", str(tmp_path / "a")])
-    assert rc == 2 and "does not exist" in capsys.readouterr().err
+    for missing in (tmp_path / "missing-dir" / "s.db", tmp_path / "none.db"):
+        rc = main(["--storage", str(missing), "--study", "t", "--trial", "0", "--out", str(tmp_path / "a")])
+        assert rc == 2 and "no storage file" in capsys.readouterr().err
+        assert not missing.exists()  # an export never creates a storage
 
 
 def test_missing_weights_file_is_an_error_not_a_silent_random_init(study, tmp_path, capsys, monkeypatch):
