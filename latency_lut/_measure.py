@@ -43,14 +43,29 @@ from torch import nn
 
 from ._timing import ClockStats, TimingStats, single_call_timings
 
-__all__ = ["BATCHED", "EVICTED", "backend_versions", "call_overhead_ms", "evict_bytes", "measure_clocks",
-           "measure_module", "measure_onnx_file", "unit_protocol"]
+__all__ = ["BATCHED", "EVICTED", "backend_versions", "call_overhead_ms", "cpu_description", "evict_bytes",
+           "measure_clocks", "measure_module", "measure_onnx_file", "unit_protocol"]
 
 _logger = logging.getLogger(__name__)
 
 BATCHED = "batched"
 EVICTED = "evicted"
 PROTOCOLS = (BATCHED, EVICTED)
+
+
+def cpu_description() -> str:
+    """This machine's CPU model and logical core count (as benchmark and export figures state it)."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{cpu}, {os.cpu_count()} logical cores"
 
 
 def unit_protocol(device: str) -> str:

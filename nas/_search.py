@@ -20,7 +20,7 @@ from typing import Any
 
 from ._errors import SearchConfigError, StudyStorageError
 from ._report import Candidate, is_dominated, pareto_front, write_run_folder
-from ._storage import is_sqlite, open_storage, resolve_storage_url
+from ._storage import is_sqlite, load_existing_study, open_storage, resolve_storage_url
 
 __all__ = ["PROXIES", "SAMPLERS", "SearchConfig", "SearchResult", "collect_candidates", "run_search", "run_worker",
            "write_report"]
@@ -641,10 +641,7 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
     import optuna
 
     storage = open_storage(config.storage, heartbeat_interval=None)
-    try:
-        study = optuna.load_study(study_name=config.study_name, storage=storage)
-    except KeyError:
-        raise StudyStorageError(f"no study {config.study_name!r} in {config.storage_url}") from None
+    study = load_existing_study(storage, config.study_name)
     S = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     cand = candidate_from_trial
@@ -653,13 +650,13 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
     if config.baselines:
         try:
             bstudy = optuna.load_study(study_name=config.study_name + BASELINE_SUFFIX, storage=storage)
-            seen: set[str] = set()
-            for t in bstudy.get_trials(deepcopy=False, states=(S.COMPLETE,)):
-                if t.values and t.user_attrs.get("baseline") not in seen:
-                    seen.add(t.user_attrs["baseline"])
-                    baselines.append(cand(t, baseline=True))
         except KeyError:
-            pass
+            bstudy = None
+        seen: set[str] = set()
+        for t in bstudy.get_trials(deepcopy=False, states=(S.COMPLETE,)) if bstudy is not None else ():
+            if t.values and t.user_attrs.get("baseline") not in seen:
+                seen.add(t.user_attrs["baseline"])
+                baselines.append(cand(t, baseline=True))
     counts = {
         "n_complete": sum(t.state == S.COMPLETE for t in trials),
         "n_rejected": sum(t.state == S.PRUNED for t in trials),

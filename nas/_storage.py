@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ._errors import SearchConfigError, StudyStorageError
 
-__all__ = ["DEFAULT_STORAGE", "is_sqlite", "open_storage", "resolve_storage_url"]
+__all__ = ["DEFAULT_STORAGE", "is_sqlite", "load_existing_study", "open_storage", "resolve_storage_url"]
 
 _logger = logging.getLogger(__name__)
 
@@ -93,6 +93,31 @@ def open_storage(storage: str | None, *, heartbeat_interval: int | None = 10, gr
         raise StudyStorageError(f"cannot open storage {_safe(url)!r}: {_first_line(e)}") from None
     except ValueError as e:
         raise StudyStorageError(f"storage URL {_safe(url)!r}: {_first_line(e)}") from None
+
+
+def load_existing_study(storage, study_name: str, *, must_exist: bool = False):
+    """Load ``study_name`` for reading (no heartbeats); a missing study names the studies the storage holds.
+
+    ``storage`` is a URL or SQLite path (None: the default file), or an already opened Optuna storage. With
+    ``must_exist`` a SQLite file that does not exist is an error instead of a new empty database.
+    """
+    import optuna
+
+    if storage is not None and not isinstance(storage, str):  # an opened storage
+        st, url = storage, getattr(getattr(storage, "engine", None), "url", "the storage")
+        url = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+    else:
+        url = resolve_storage_url(storage)
+        if (must_exist and is_sqlite(url) and url != "sqlite:///:memory:"
+                and not Path(url[len("sqlite:///"):]).is_file()):
+            raise StudyStorageError(f"no storage file {url[len('sqlite:///'):]} (pass the --storage the search used)")
+        st = open_storage(storage, heartbeat_interval=None)
+    try:
+        return optuna.load_study(study_name=study_name, storage=st)
+    except KeyError:
+        names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
+        raise StudyStorageError(f"no study {study_name!r} in {_safe(url)} (studies there: "
+                                f"{', '.join(names) if names else 'none'})") from None
 
 
 def _first_line(e: BaseException) -> str:

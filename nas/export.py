@@ -53,15 +53,16 @@ def main(argv: list[str] | None = None) -> int:
 
     from ._export import export_pareto, export_trial, summary_lines
 
-    if args.runs < 1:
-        print(f"error: --runs must be >= 1, got {args.runs}", file=sys.stderr)
-        return 2
     kwargs = dict(storage=args.storage, study=args.study, out=args.out, name=args.name, force=args.force,
                   coreml=args.coreml, weights=not args.no_weights, lut_db=args.lut_db, measure_runs=args.runs)
     try:
         results = export_pareto(**kwargs) if args.pareto else [export_trial(trial=args.trial, **kwargs)]
-    except (RepNASError, ValueError, FileNotFoundError) as e:
+    except RepNASError as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:  # an unwritable --out, a full disk: the target folder is left as it was
+        print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''} (nothing was written)",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: the target folder was left as it was", file=sys.stderr)

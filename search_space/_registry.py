@@ -13,7 +13,6 @@ in one call.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 import sys
@@ -105,7 +104,9 @@ def check_model_name(name: str) -> str:
 
 
 def read_model_dir(path: str | Path) -> tuple[str, Genome, dict[str, Any], dict[str, Any]]:
-    """Parse an exported folder: (architecture, genome, pretrained_cfg, model_args without the genome)."""
+    """Parse an exported folder with timm's own reader: (architecture, genome, pretrained_cfg, other model_args)."""
+    from timm.models._hub import load_model_config_from_path
+
     d = Path(path).expanduser()
     cfg_file = d / CONFIG_NAME
     if not d.is_dir():
@@ -113,27 +114,25 @@ def read_model_dir(path: str | Path) -> tuple[str, Genome, dict[str, Any], dict[
     if not cfg_file.is_file():
         raise ModelDirError(f"{d} has no {CONFIG_NAME}; export a trial with `python -m nas.export`")
     try:
-        cfg = json.loads(cfg_file.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        pcfg, arch, model_args = load_model_config_from_path(d)
+    except (OSError, UnicodeDecodeError, ValueError) as e:
         raise ModelDirError(f"{cfg_file}: not valid JSON ({e})") from None
-    if not isinstance(cfg, dict):
-        raise ModelDirError(f"{cfg_file}: expected a JSON object")
-    arch = cfg.get("architecture")
+    except (KeyError, TypeError, AttributeError) as e:
+        raise ModelDirError(f"{cfg_file}: not a timm model config ({type(e).__name__}: {e})") from None
     if not isinstance(arch, str) or not arch.startswith("repnas_"):
         raise ModelDirError(f"{cfg_file}: 'architecture' must name a repnas_ model, got {arch!r}")
     check_model_name(arch)
-    model_args = dict(cfg.get("model_args") or {})
+    model_args = dict(model_args or {})
     if "genome" not in model_args:
         raise ModelDirError(f"{cfg_file}: 'model_args' holds no 'genome'")
     try:
         genome = Genome.from_dict(model_args.pop("genome"))
     except (InvalidGenomeError, TypeError, KeyError) as e:
         raise ModelDirError(f"{cfg_file}: invalid genome: {e}") from None
-    pcfg = cfg.get("pretrained_cfg") or {}
     if not isinstance(pcfg, dict):
         raise ModelDirError(f"{cfg_file}: 'pretrained_cfg' must be an object")
-    if "num_classes" in cfg:
-        pcfg = {**pcfg, "num_classes": cfg["num_classes"]}
+    for key in ("file", "source"):  # timm's local-dir markers; register_dir points at the weights file itself
+        pcfg.pop(key, None)
     return arch, genome, pcfg, model_args
 
 
@@ -144,7 +143,7 @@ def register_dir(path: str | Path) -> str:
     ``model.safetensors`` (``pretrained_cfg_overlay=dict(file=...)`` may point elsewhere); any other
     ``num_classes`` re-initializes the classifier as timm does for every pretrained model.
     ``timm.create_model('local-dir:PATH', pretrained=True)`` works too once the folder is registered.
-    Registering the same folder again is a no-op; another folder with the same name replaces it.
+    Registering a folder again re-reads it; another folder with the same name replaces the earlier one.
 
     Raises:
         ModelDirError: The folder or its ``config.json`` is missing or malformed, or the name is a zoo model's.
