@@ -104,9 +104,7 @@ def _data_info(study) -> dict[str, Any]:
         raise ExportError(f"study {study.study_name!r} records no dataset (not a RepNAS study?)")
     from ._data import load_dataset
 
-    d = load_dataset(name)
-    return {"name": d.name, "num_classes": d.num_classes, "in_chans": d.in_chans, "mean": list(d.mean),
-            "std": list(d.std), "proxy_resolution": None, "proxy": ""}
+    return {**load_dataset(name).describe(), "proxy_resolution": None, "proxy": ""}
 
 
 # -- the folder -------------------------------------------------------------------------------------------
@@ -118,14 +116,21 @@ def _is_export(folder: Path) -> bool:
     return isinstance(cfg, dict) and str(cfg.get("architecture", "")).startswith("repnas_") and "repnas" in cfg
 
 
-def _check_out(out: Path, force: bool, *, parent_made_later: bool = False) -> None:
+def _check_out(out: Path, force: bool, *, parent_made_later: bool = False, holds_exports: bool = False) -> None:
+    """Refuse an ``out`` that cannot be written: a file, a non-empty folder without ``force``, a missing parent.
+
+    With ``force`` a non-empty ``out`` must be an earlier export, or (``holds_exports``, the parent folder of
+    ``--pareto``) a folder whose export subfolders are checked one by one.
+    """
     if out.exists() and not out.is_dir():
         raise ExportError(f"--out {out} exists and is not a folder; nothing was written")
     if out.is_dir() and any(out.iterdir()):
         if not force:
-            raise ExportError(f"--out {out} exists and is not empty; pass --force to replace it (nothing was "
+            what = "the exports in it" if holds_exports else "it"
+            raise ExportError(f"--out {out} exists and is not empty; pass --force to replace {what} (nothing was "
                               "written)")
-        if not _is_export(out):  # never delete a run folder, a storage or anything else --force was not meant for
+        # never delete a run folder, a storage or anything else --force was not meant for
+        if not holds_exports and not _is_export(out):
             raise ExportError(f"--out {out} holds files that are not an earlier export (no RepNAS config.json); "
                               "--force only replaces export folders: pick another --out (nothing was written)")
     if not out.parent.exists() and not parent_made_later:
@@ -518,13 +523,7 @@ def export_pareto(
 
     _check_args(study=study, force=force, coreml=coreml, weights=weights, measure_runs=measure_runs)
     out = Path(out).expanduser().absolute()
-    if out.exists() and not out.is_dir():
-        raise ExportError(f"--out {out} exists and is not a folder; nothing was written")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise ExportError(f"--out {out} exists and is not empty; pass --force to replace the exports in it "
-                          "(nothing was written)")
-    if not out.parent.exists():
-        raise ExportError(f"the parent folder of --out {out} does not exist")
+    _check_out(out, force, holds_exports=True)
     base = name or default_name(study, 0).rsplit("_trial", 1)[0]
     check_model_name(f"{base}_trial0")
     st = load_existing_study(storage, study, must_exist=True)

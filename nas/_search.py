@@ -527,11 +527,9 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
     storage, study, baseline_study = _open_studies(config, worker)
     evaluator = _Evaluator(config, table, data)
     if "repnas_data" not in study.user_attrs:  # what an export needs to describe the weights (nas.export)
-        d = evaluator.data
-        study.set_user_attr("repnas_data", {
-            "name": d.name, "num_classes": d.num_classes, "in_chans": d.in_chans, "mean": list(d.mean),
-            "std": list(d.std), "proxy_resolution": evaluator.proxy_config.resolution,
-            "proxy": _describe_proxy(config)})
+        study.set_user_attr("repnas_data", {**evaluator.data.describe(),
+                                            "proxy_resolution": evaluator.proxy_config.resolution,
+                                            "proxy": _describe_proxy(config)})
     space = _space(config)
     remaining = lambda: None if config.timeout is None else max(1.0, config.timeout - (time.monotonic() - t_start))  # noqa: E731
     ran = 0

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import re
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -73,20 +72,28 @@ def create_repnas(variant: str, genome: Genome, pretrained: bool = False, **kwar
 default_cfgs = generate_default_cfgs({entrypoint_name(n): default_cfg_for(g) for n, g in zoo.items()})
 
 
-def _make_entrypoint(name: str):
-    variant = entrypoint_name(name)
+def _make_entrypoint(variant: str, genome: Genome, doc: str, *, check=None, defaults: dict[str, Any] | None = None):
+    """A timm entrypoint building ``genome`` (or a caller's ``genome=``) under ``variant``.
+
+    ``check(pretrained, kwargs)`` runs first; ``defaults`` fill keyword arguments the caller did not give.
+    """
 
     def _entry(pretrained: bool = False, **kwargs: Any) -> RepNASNet:
-        return create_repnas(variant, kwargs.pop("genome", zoo[name]), pretrained=pretrained, **kwargs)
+        if check is not None:
+            check(pretrained, kwargs)
+        for k, v in (defaults or {}).items():
+            kwargs.setdefault(k, v)
+        return create_repnas(variant, kwargs.pop("genome", genome), pretrained=pretrained, **kwargs)
 
     _entry.__name__ = _entry.__qualname__ = variant
     _entry.__module__ = __name__
-    _entry.__doc__ = f"RepNAS genome of ``{name}`` (see ``search_space.zoo['{name}']``)."
+    _entry.__doc__ = doc
     return _entry
 
 
-for _name in zoo:
-    globals()[entrypoint_name(_name)] = register_model(_make_entrypoint(_name))
+for _name, _genome in zoo.items():
+    globals()[entrypoint_name(_name)] = register_model(_make_entrypoint(
+        entrypoint_name(_name), _genome, f"RepNAS genome of ``{_name}`` (see ``search_space.zoo['{_name}']``)."))
 
 
 # -- exported folders ---------------------------------------------------------------------------------
@@ -158,7 +165,6 @@ def register_dir(path: str | Path) -> str:
     cfg = default_cfg_for(genome, **{k: tuple(v) if isinstance(v, list) and k.endswith(("size", "mean", "std"))
                                      else v for k, v in pcfg.items() if k in fields})
     cfg.pop("architecture", None)
-    cfg.pop("source", None)
     weights = d / WEIGHTS_NAME
     cfg["file"] = str(weights) if weights.is_file() else None
     cfg["url"] = ""
@@ -166,25 +172,20 @@ def register_dir(path: str | Path) -> str:
     if prev is not None and prev != d:
         _logger.warning("%s was registered from %s; %s replaces it", arch, prev, d)
     default_cfgs[arch] = cfg  # read by register_model below (timm's old-style dict cfg)
-    extra = {k: v for k, v in model_args.items() if k in ("global_pool",)}
 
-    def _entry(pretrained: bool = False, **kwargs: Any) -> RepNASNet:
+    def needs_weights(pretrained: bool, kwargs: dict[str, Any]) -> None:
         overlay = kwargs.get("pretrained_cfg_overlay") or {}
         if pretrained and not cfg["file"] and not any(overlay.get(k) for k in ("file", "url", "state_dict")):
             raise ModelDirError(f"{d} holds no {WEIGHTS_NAME} (the trial kept no weights); use pretrained=False")
-        for k, v in extra.items():
-            kwargs.setdefault(k, v)
-        return create_repnas(arch, kwargs.pop("genome", genome), pretrained=pretrained, **kwargs)
 
-    _entry.__name__ = _entry.__qualname__ = arch
-    _entry.__module__ = __name__
-    _entry.__doc__ = f"RepNAS architecture exported to {d}."
+    entry = _make_entrypoint(arch, genome, f"RepNAS architecture exported to {d}.", check=needs_weights,
+                             defaults={k: v for k, v in model_args.items() if k in ("global_pool",)})
     import warnings
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # timm warns on re-registration; replacing another folder is logged above
-        register_model(_entry)
-    setattr(sys.modules[__name__], arch, _entry)
+        register_model(entry)
+    globals()[arch] = entry
     _registered_dirs[arch] = d
     return arch
 
