@@ -21,6 +21,8 @@ from ._errors import UnknownDeviceError as UnknownDeviceError
 from ._lut import build_lut as build_lut
 from ._lut import predict_latency as predict_latency
 from ._lut import predict_model_latency as predict_model_latency
+from ._secrets import redact_url as redact_url
+from ._secrets import scrub as scrub
 from ._signatures import Unit as Unit
 from ._signatures import units_of_genome as units_of_genome
 from ._validate import validate_lut as validate_lut
@@ -41,6 +43,8 @@ __all__ = [
     "import_results",
     "predict_latency",
     "predict_model_latency",
+    "redact_url",
+    "scrub",
     "units_of_genome",
     "validate_lut",
     "write_bundle",

@@ -614,6 +614,25 @@ def _list_tree(root: Path) -> tuple[list[Path], np.ndarray, tuple[str, ...]]:
     return files, np.array(labels, dtype=np.int64), classes
 
 
+def _check_tree(root: Path, files: Sequence[Path], labels: np.ndarray, classes: tuple[str, ...]) -> None:
+    """Refuse a tree that cannot be trained on, saying what was found in it."""
+    exts = "/".join(sorted(_IMAGE_EXTENSIONS))
+    if not classes:
+        loose = sum(1 for p in root.iterdir() if p.is_file() and p.suffix.lower() in _IMAGE_EXTENSIONS)
+        raise NASError(f"imagefolder {root}: found no class sub-folders" + (f" (but {loose} images directly in it)"
+                       if loose else "") + "; expected one sub-folder of images per class")
+    empty = [c for i, c in enumerate(classes) if not np.any(labels == i)]
+    if not files:
+        raise NASError(f"imagefolder {root}: found {len(classes)} class folder(s) ({', '.join(classes[:5])}) but no "
+                       f"images in them ({exts})")
+    if len(classes) < 2:
+        raise NASError(f"imagefolder {root}: found one class folder ({classes[0]}, {len(files)} images); need at "
+                       "least 2 classes")
+    if empty:
+        raise NASError(f"imagefolder {root}: class folder(s) {', '.join(empty)} hold no images ({exts}); every "
+                       "class needs at least one")
+
+
 def _decode(paths: Sequence[Path], size: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
@@ -646,9 +665,7 @@ def _load_imagefolder(
         train_root = path / "train"
         test_root = next((path / s for s in ("test", "val") if (path / s).is_dir()), None)
     files, labels, classes = _list_tree(train_root)
-    if len(classes) < 2 or len(files) < 2:
-        raise NASError(f"imagefolder {train_root}: found {len(classes)} class folders with {len(files)} images; "
-                       "need at least 2 classes (one sub-folder of images per class)")
+    _check_tree(train_root, files, labels, classes)
     default_val = None if val_size is not None else max(len(classes), round(len(files) * DEFAULT_VAL_FRACTION))
     train_idx, val_idx = _split(labels, train_size=train_size, val_size=val_size, seed=seed,
                                 what=f"imagefolder {train_root}", default_val=default_val)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ExportError
-from ._storage import _safe, load_existing_study, resolve_storage_url
+from ._storage import load_existing_study, redact_url, resolve_storage_url
 
 __all__ = ["ONNX_ATOL", "ONNX_RTOL", "ExportResult", "default_name", "export_pareto", "export_trial"]
 
@@ -135,6 +135,32 @@ def _check_out(out: Path, force: bool, *, parent_made_later: bool = False, holds
                               "--force only replaces export folders: pick another --out (nothing was written)")
     if not out.parent.exists() and not parent_made_later:
         raise ExportError(f"the parent folder of --out {out} does not exist")
+
+
+def _remove_stale_temporaries(out: Path) -> None:
+    """Delete ``.<name>.tmp-<pid>`` / ``.<name>.old-<pid>`` folders that a killed export of ``out`` left behind."""
+    import re
+
+    if not out.parent.is_dir():
+        return
+    pattern = re.compile(re.escape(f".{out.name}.") + r"(?:tmp|old)-(\d+)")
+    for p in out.parent.iterdir():
+        m = pattern.fullmatch(p.name)
+        if m and p.is_dir() and not _pid_alive(int(m.group(1))):
+            _logger.info("removing %s, left behind by an interrupted export", p)
+            shutil.rmtree(p, ignore_errors=True)
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return False  # our own leftovers from an earlier attempt in this process are stale too
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def _move_into_place(tmp: Path, out: Path) -> None:
@@ -299,6 +325,7 @@ def _export_all(st, jobs: Sequence[tuple[int, Path, dict[str, Any]]]) -> list[Ex
     results: list[ExportResult] = []
     try:
         for trial, out, job in jobs:
+            _remove_stale_temporaries(out)
             tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}")
             if tmp.exists():
                 shutil.rmtree(tmp)
@@ -354,7 +381,7 @@ def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, wei
 
     files = ["config.json"]
     meta = {
-        "study": st.study_name, "trial": t.number, "storage": _safe(resolve_storage_url(storage)),
+        "study": st.study_name, "trial": t.number, "storage": redact_url(resolve_storage_url(storage)),
         "genome_key": genome.key(), "device": device, "latency_ms": float(t.values[1]),
         "latency_source": ua.get("latency_source", "?"), "latency_resolution": res,
         "metric": "proxy accuracy" if ident.get("proxy", "train") == "train" else "zero-cost score",
@@ -392,7 +419,7 @@ def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, wei
         table = _table(lut_db)
         lut_ms = predict_latency(genome, "ort-cpu", res, db=table, num_classes=nc)
         corrected = network_correction("ort-cpu", table, threads=1, resolution=res) is not None
-        lut_note = (f"per-block rows of the ort-cpu LUT `{_safe(table.url)}` (measured on the machine that built "
+        lut_note = (f"per-block rows of the ort-cpu LUT `{redact_url(table.url)}` (measured on the machine that built "
                     f"them; missing ones measured here now), summed"
                     + (", through its stored network correction" if corrected else ""))
     except Exception as e:  # noqa: BLE001 - the card says why the prediction is missing instead of failing

@@ -4,17 +4,88 @@ from __future__ import annotations
 
 import csv
 import datetime as _dt
+import hashlib
 import json
 import logging
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Candidate", "dominates", "is_dominated", "pareto_front", "write_run_folder"]
+__all__ = ["Candidate", "claim_run_folder", "check_run_folder", "dominates", "is_dominated", "pareto_front",
+           "run_folder_name", "write_run_folder"]
 
 _logger = logging.getLogger(__name__)
+
+RUNS_DIR = Path("runs")
+"""Where run folders go by default: ``runs/<run_folder_name(study)>``."""
+OWNER_FILE = ".repnas-run.json"
+"""The marker naming the study a run folder belongs to (written first, checked before every write)."""
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+=-]{0,79}")
+_HASHED = re.compile(r".*-[0-9a-f]{10}")
+
+
+def run_folder_name(study: str) -> str:
+    """The folder name of ``study``'s run folder under ``runs/``: one name per study, never a path.
+
+    A plain name (letters, digits, ``_ . + = -``, at most 80 characters, not ending in what looks like this
+    function's hash suffix) is used as it is; any other name becomes a readable slug plus ``-`` and ten hex
+    digits of its SHA-256, so ``pair/x`` and ``pair-x`` get different folders, and ``..``, ``/abs`` or a
+    600-character name stay one safe component under ``runs/``.
+    """
+    if _PLAIN_NAME.fullmatch(study) and not _HASHED.fullmatch(study):
+        return study
+    slug = re.sub(r"[^A-Za-z0-9_.+=-]+", "-", study).strip("-.")[:60] or "study"
+    return f"{slug}-{hashlib.sha256(study.encode()).hexdigest()[:10]}"
+
+
+def _owner(out: Path) -> dict[str, Any] | None:
+    f = out / OWNER_FILE
+    if not f.is_file():
+        return None
+    try:
+        doc = json.loads(f.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        doc = None
+    return doc if isinstance(doc, dict) else {}
+
+
+def check_run_folder(out: Path, study: str, study_uid: str | None = None) -> None:
+    """Refuse to write into ``out`` unless it is new, empty, or marked as the run folder of ``study``.
+
+    ``study_uid`` (the study's own id, stored with it) is compared when both sides have one, so that two
+    storages holding studies of the same name cannot share a folder either.
+
+    Raises:
+        SearchConfigError: ``out`` is a file, holds files of something else, or belongs to another study.
+    """
+    from ._errors import SearchConfigError
+
+    if out.exists() and not out.is_dir():
+        raise SearchConfigError(f"run folder {out} exists and is not a folder; pass another --out")
+    if not out.is_dir() or not any(out.iterdir()):
+        return
+    owner = _owner(out)
+    if owner is None:
+        raise SearchConfigError(
+            f"run folder {out} already holds files and is not the run folder of study {study!r} (no {OWNER_FILE}); "
+            "nothing was written: pass an empty or new --out")
+    if owner.get("study") != study or (study_uid and owner.get("study_uid") not in (None, study_uid)):
+        raise SearchConfigError(
+            f"run folder {out} belongs to study {owner.get('study')!r}"
+            + (" of another storage" if owner.get("study") == study else "")
+            + f", not to {study!r}; nothing was written: pass another --out or --study")
+
+
+def claim_run_folder(out: Path, study: str, study_uid: str) -> None:
+    """Create ``out`` (if needed) and mark it as ``study``'s, after :func:`check_run_folder` allowed it."""
+    check_run_folder(out, study, study_uid)
+    out.mkdir(parents=True, exist_ok=True)
+    owner = _owner(out)
+    if owner is None or owner.get("study_uid") != study_uid:
+        _atomic_write(out / OWNER_FILE, json.dumps({"study": study, "study_uid": study_uid}, indent=2) + "\n")
 
 
 @dataclass(frozen=True)
@@ -126,6 +197,7 @@ def write_run_folder(
         Name -> path of every file written.
     """
     out = Path(out)
+    check_run_folder(out, str(meta.get("study", "")))  # a folder of another study (or none) is never written
     (out / "genomes").mkdir(parents=True, exist_ok=True)
     front = pareto_front(candidates)
     paths: dict[str, Path] = {}
@@ -194,7 +266,8 @@ def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
         f"{meta.get('proxy_description', '')}",
         f"- sampler: {meta.get('sampler')}, seed {meta.get('seed')}; storage `{meta.get('storage')}`",
         f"- trials: {meta.get('n_complete', 0)} complete, {meta.get('n_rejected', 0)} rejected before training "
-        f"(over the latency budget), {meta.get('n_failed', 0)} failed, {meta.get('n_running', 0)} running",
+        f"(over the latency budget), {meta.get('n_duplicates', 0)} skipped as repeats of a scored genome, "
+        f"{meta.get('n_failed', 0)} failed, {meta.get('n_running', 0)} running",
     ]
     if meta.get("latency_max") is not None:
         lines.append(f"- latency budget: {meta['latency_max']:.3f} ms (hard constraint)")

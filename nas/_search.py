@@ -19,8 +19,17 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import SearchConfigError, StudyStorageError
-from ._report import Candidate, is_dominated, pareto_front, write_run_folder
-from ._storage import is_sqlite, load_existing_study, open_storage, resolve_storage_url
+from ._report import (
+    RUNS_DIR,
+    Candidate,
+    check_run_folder,
+    claim_run_folder,
+    is_dominated,
+    pareto_front,
+    run_folder_name,
+    write_run_folder,
+)
+from ._storage import _first_line, is_sqlite, load_existing_study, open_storage, redact_url, resolve_storage_url, scrub
 
 __all__ = ["PROXIES", "SAMPLERS", "SearchConfig", "SearchResult", "collect_candidates", "run_search", "run_worker",
            "write_report"]
@@ -31,6 +40,8 @@ SAMPLERS = ("nsga2", "tpe", "random")
 PROXIES = ("train", "zero-cost")
 ZERO_COST_METHODS = ("naswot", "synflow")
 BASELINE_SUFFIX = ":baselines"
+MAX_STUDY_NAME = 512
+"""Optuna's ``studies.study_name`` column holds at most this many characters (PostgreSQL enforces it)."""
 
 
 @dataclass(frozen=True)
@@ -117,9 +128,14 @@ class SearchConfig:
         need(self.population_size is None or self.population_size >= 2,
              f"population size must be >= 2, got {self.population_size!r}")
         need(self.heartbeat_interval >= 1, f"heartbeat interval must be >= 1 s, got {self.heartbeat_interval}")
+        need(self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
+                                      and self.threads >= 1), f"--threads must be >= 1, got {self.threads!r}")
         if self.study is not None:
             need(bool(self.study.strip()) and not self.study.endswith(BASELINE_SUFFIX),
                  f"--study must be a non-empty name not ending in {BASELINE_SUFFIX!r}, got {self.study!r}")
+        need(len(self.study_name) + len(BASELINE_SUFFIX) <= MAX_STUDY_NAME,
+             f"--study must be at most {MAX_STUDY_NAME - len(BASELINE_SUFFIX)} characters (Optuna stores at most "
+             f"{MAX_STUDY_NAME}, and the baselines study adds {BASELINE_SUFFIX!r}), got {len(self.study_name)}")
 
     # -- derived ------------------------------------------------------------------------------
     @property
@@ -132,7 +148,16 @@ class SearchConfig:
 
     @property
     def out_dir(self) -> Path:
-        return Path(self.out) if self.out else Path("runs") / self.study_name.replace("/", "-")
+        """The run folder: ``--out``, or ``runs/<run_folder_name(study)>`` (one safe folder per study name)."""
+        return Path(self.out) if self.out else RUNS_DIR / run_folder_name(self.study_name)
+
+    def proxy_config(self):
+        """The :class:`~nas.ProxyConfig` every candidate and baseline of this search is scored with."""
+        from ._proxy import ProxyConfig
+
+        over = {"epochs": self.epochs, "resolution": self.proxy_resolution}
+        return dataclasses.replace(ProxyConfig(), **{k: v for k, v in over.items() if v is not None},
+                                   **self.extra.get("proxy", {}))
 
     @property
     def metric(self) -> str:
@@ -204,10 +229,19 @@ def _check_device(config: SearchConfig):
     return dev, table
 
 
-def _make_sampler(config: SearchConfig, worker: int):
+def _sampler_seed(config: SearchConfig, worker: int, *, reproducible: bool) -> int:
+    """``--seed + 1000 * worker`` for the workers of a fresh study; otherwise a stream no other worker shares."""
+    if reproducible:
+        return config.seed + 1000 * worker
+    import numpy as np
+
+    entropy = np.random.SeedSequence().entropy  # fresh OS entropy, mixed with the user's seed and the worker
+    return int(np.random.SeedSequence([config.seed, worker, entropy]).generate_state(1)[0])
+
+
+def _make_sampler(config: SearchConfig, seed: int):
     import optuna
 
-    seed = config.seed + 1000 * worker
     if config.sampler == "nsga2":
         pop = config.population_size or min(50, max(8, config.trials // 3))
         return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
@@ -278,19 +312,13 @@ class _Evaluator:
     """Scores a genome with the configured proxy (identical for candidates and baselines)."""
 
     def __init__(self, config: SearchConfig, table, data=None) -> None:
-        from . import _data, _proxy
+        from . import _data
 
         self.config = config
         self.table = table
         self.data = data if data is not None else _data.load_dataset(config.dataset, data_dir=config.data_dir,
                                                                      seed=config.seed)
-        overrides: dict[str, Any] = {}
-        if config.epochs is not None:
-            overrides["epochs"] = config.epochs
-        if config.proxy_resolution is not None:
-            overrides["resolution"] = config.proxy_resolution
-        overrides.update(config.extra.get("proxy", {}))
-        self.proxy_config = dataclasses.replace(_proxy.ProxyConfig(), **overrides)
+        self.proxy_config = config.proxy_config()
         self.device = _train_device(config.train_device)
 
     def score(self, genome, *, keep_weights: bool) -> tuple[float, dict[str, Any], dict | None]:
@@ -333,10 +361,12 @@ def _save_weights(state_dict: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _objective(config: SearchConfig, evaluator: _Evaluator, space, study):
+def _objective(config: SearchConfig, evaluator: _Evaluator, space, study, deadline: float | None = None):
     import optuna
 
     from latency_lut import predict_latency
+
+    from ._claims import claim
 
     out = config.out_dir.resolve()
     source = _latency_source(config.device)
@@ -358,17 +388,11 @@ def _objective(config: SearchConfig, evaluator: _Evaluator, space, study):
                           f"{config.latency_max:g} ms budget")
                 trial.set_user_attr("rejected", reason)
                 raise optuna.TrialPruned(reason)
-        # the sampler may propose a genome already evaluated: reuse its score instead of training it again
-        key = genome.key()
-        for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
-            if t.user_attrs.get("genome_key") == key and t.values:
-                trial.set_user_attr("genome_key", key)
-                trial.set_user_attr("duplicate_of", t.number)
-                for k in ("num_params", "stopped_early", "weights"):
-                    if k in t.user_attrs:
-                        trial.set_user_attr(k, t.user_attrs[k])
-                return t.values[0], lat
-        trial.set_user_attr("genome_key", key)
+        # a genome already scored (or being scored by another worker) is never trained again, and no worker
+        # starts a trial once the COMPLETE and in-flight trials reach the target
+        c = claim(study, trial, genome.key(), target=config.trials, deadline=deadline)
+        if not c.go:
+            _skip(trial, c)
         try:
             acc, info, state = evaluator.score(genome, keep_weights=config.proxy == "train")
         except Exception as e:
@@ -386,11 +410,25 @@ def _objective(config: SearchConfig, evaluator: _Evaluator, space, study):
     return objective
 
 
+def _skip(trial, c) -> None:
+    """End ``trial`` without training: a duplicate of trial ``c.of``, or not needed (the target is met)."""
+    import optuna
+
+    if c.verdict == "duplicate":
+        trial.set_user_attr("duplicate_of", c.of)
+        raise optuna.TrialPruned(f"duplicate of trial {c.of}: not trained again")
+    trial.set_user_attr("skipped", "the study reached its target while this trial waited")
+    trial.study.stop()
+    raise optuna.TrialPruned("target reached")
+
+
 def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
     import optuna
 
     from latency_lut import predict_latency
     from search_space import InvalidGenomeError, zoo
+
+    from ._claims import claim
 
     source = _latency_source(config.device)
 
@@ -399,6 +437,9 @@ def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
         if name is None:  # no enqueued baseline was left for this worker (another worker took it)
             raise optuna.TrialPruned("no baseline waiting")
         trial.suggest_categorical("baseline", sorted(zoo))
+        c = claim(trial.study, trial, f"baseline:{name}")  # each baseline is trained once, whoever queued it
+        if not c.go:
+            _skip(trial, c)
         genome = zoo[name]
         res = config.resolution
         try:
@@ -422,53 +463,114 @@ def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
 
 
 # -- studies ---------------------------------------------------------------------------------------
-def _open_studies(config: SearchConfig, worker: int):
-    """Create or load the search study and its baseline companion (enqueueing the baselines exactly once)."""
+@dataclass
+class _Studies:
+    """The opened search study, its baseline companion (None without baselines) and what opening them found."""
+
+    storage: Any
+    study: Any
+    baselines: Any
+    created: bool
+    uid: str
+
+
+def _open_studies(config: SearchConfig, worker: int, *, fresh_seeds: bool = False) -> _Studies:
+    """Create or load the search study and its baseline companion (enqueueing the baselines exactly once).
+
+    The command that creates the study gets the sampler seed ``--seed`` (plus ``1000 * worker`` for local
+    workers, also when ``fresh_seeds`` says their parent created it): a fresh search is reproducible. Every
+    other command (a resume, a second machine, a second copy started at the same moment) gets a sampler
+    stream of its own, so that no two workers propose the same sequence of genomes.
+    """
     import optuna
 
     storage = open_storage(config.storage, heartbeat_interval=config.heartbeat_interval,
                            grace_period=config.grace_period)
     name = config.study_name
-    sampler = _make_sampler(config, worker)
+    directions = ["maximize", "minimize"]
     try:
-        study = optuna.create_study(storage=storage, study_name=name, directions=["maximize", "minimize"],
-                                    sampler=sampler, load_if_exists=True)
+        try:
+            study = optuna.create_study(storage=storage, study_name=name, directions=directions)
+            created = True
+        except optuna.exceptions.DuplicatedStudyError:
+            study = optuna.load_study(study_name=name, storage=storage)
+            created = False
     except Exception as e:  # noqa: BLE001 - database errors of any driver
-        raise StudyStorageError(f"cannot create or load study {name!r} in {config.storage_url}: {e}") from None
-    ident = config.identity()
-    stored = study.user_attrs.get("repnas_config")
-    if stored is None:
-        study.set_user_attr("repnas_config", ident)
-        import warnings
+        raise StudyStorageError(f"cannot create or load study {name!r} in {redact_url(config.storage_url)}: "
+                                f"{_first_line(e, config.storage_url)}") from None
+    uid = _bind_identity(config, study, created)
+    seed = _sampler_seed(config, worker, reproducible=created or fresh_seeds)
+    study.sampler = _make_sampler(config, seed)
+    _logger.debug("worker %d: sampler %s, seed %d", worker, config.sampler, seed)
+    baselines = _open_baselines(config, storage) if config.baselines else None
+    return _Studies(storage=storage, study=study, baselines=baselines, created=created, uid=uid)
 
+
+def _bind_identity(config: SearchConfig, study, created: bool) -> str:
+    """Store the settings (and a unique id) with a new study; refuse to resume one with other settings."""
+    import uuid
+    import warnings
+
+    import optuna
+
+    ident = config.identity()
+    if created:
+        study.set_user_attr("repnas_uid", uuid.uuid4().hex)
+        study.set_user_attr("repnas_config", ident)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names([config.metric.replace(" ", "_"), f"latency_ms_{config.device}"])
-    elif {k: stored.get(k) for k in ident} != ident:
+    attrs = _wait_for(lambda: study.user_attrs if "repnas_config" in study.user_attrs else None)
+    if attrs is None:  # a study of an older version, or its creator died before storing the settings
+        study.set_user_attr("repnas_config", ident)
+        attrs = study.user_attrs
+    stored = attrs["repnas_config"]
+    if {k: stored.get(k) for k in ident} != ident:
         diff = {k: (stored.get(k), ident[k]) for k in ident if stored.get(k) != ident[k]}
         raise SearchConfigError(
-            f"study {name!r} in {config.storage_url} was created with other settings "
+            f"study {study.study_name!r} in {redact_url(config.storage_url)} was created with other settings "
             + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in diff.items())
             + "; resume it with the same options or choose another --study")
-    baseline_study = None
-    if config.baselines:
-        from search_space import zoo
+    uid = attrs.get("repnas_uid")
+    if not uid:  # every worker derives the same id for a study that has none
+        import hashlib
 
-        bname = name + BASELINE_SUFFIX
-        try:
-            baseline_study = optuna.create_study(storage=storage, study_name=bname,
-                                                 directions=["maximize", "minimize"], load_if_exists=False)
-            for zname in sorted(zoo):  # this worker created it: it alone enqueues the baselines
-                baseline_study.enqueue_trial({"baseline": zname}, user_attrs={"baseline": zname})
-            baseline_study.set_user_attr("enqueued", sorted(zoo))
-        except optuna.exceptions.DuplicatedStudyError:
-            baseline_study = optuna.load_study(study_name=bname, storage=storage)
-            if "enqueued" not in baseline_study.user_attrs:  # its creator died while enqueueing: finish the queue
-                have = {t.user_attrs.get("baseline") for t in baseline_study.get_trials(deepcopy=False)}
-                for zname in sorted(set(zoo) - have):
-                    baseline_study.enqueue_trial({"baseline": zname}, user_attrs={"baseline": zname})
-                baseline_study.set_user_attr("enqueued", sorted(zoo))
-    return storage, study, baseline_study
+        uid = hashlib.sha256(f"{study.study_name}:{study._study_id}".encode()).hexdigest()[:32]
+        study.set_user_attr("repnas_uid", uid)
+    return uid
+
+
+def _wait_for(get, timeout: float = 15.0, step: float = 0.2):
+    """Poll ``get()`` until it returns something other than None (another worker finishing a first write)."""
+    end = time.monotonic() + timeout
+    while True:
+        value = get()
+        if value is not None or time.monotonic() >= end:
+            return value
+        time.sleep(step)
+
+
+def _open_baselines(config: SearchConfig, storage):
+    """The ``<study>:baselines`` companion; its creator enqueues every zoo model once, the others wait for that."""
+    import optuna
+
+    from search_space import zoo
+
+    bname = config.study_name + BASELINE_SUFFIX
+    try:
+        bstudy = optuna.create_study(storage=storage, study_name=bname, directions=["maximize", "minimize"])
+        for zname in sorted(zoo):  # this worker created it: it alone enqueues the baselines
+            bstudy.enqueue_trial({"baseline": zname}, user_attrs={"baseline": zname})
+        bstudy.set_user_attr("enqueued", sorted(zoo))
+        return bstudy
+    except optuna.exceptions.DuplicatedStudyError:
+        bstudy = optuna.load_study(study_name=bname, storage=storage)
+    if _wait_for(lambda: bstudy.user_attrs.get("enqueued")) is None:  # its creator died while enqueueing
+        have = {t.user_attrs.get("baseline") for t in bstudy.get_trials(deepcopy=False)}
+        for zname in sorted(set(zoo) - have):
+            bstudy.enqueue_trial({"baseline": zname}, user_attrs={"baseline": zname})
+        bstudy.set_user_attr("enqueued", sorted(zoo))
+    return bstudy
 
 
 def _count(study, states) -> int:
@@ -509,65 +611,146 @@ class _Progress:
         self.bar.close()
 
 
-def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, data=None) -> int:
+def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, data=None,
+               fresh_seeds: bool = False) -> int:
     """One worker: evaluate waiting baselines, then search trials until the study holds ``config.trials``.
+
+    ``fresh_seeds``: the parent process created the study for this run (see :func:`_open_studies`).
 
     Returns:
         The number of trials this worker ran.
+
+    Raises:
+        KeyboardInterrupt: on SIGINT, at once or, if the signal landed where Python could not raise it, after
+            the trial in flight (the study is stopped either way).
     """
     import optuna
     import torch
-
-    from ._errors import ProxyTrainingError
 
     t_start = time.monotonic()
     torch.set_num_threads(config.threads or _default_threads(config.workers))
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     _, table = _check_device(config)
-    storage, study, baseline_study = _open_studies(config, worker)
+    opened = _open_studies(config, worker, fresh_seeds=fresh_seeds)
+    claim_run_folder(config.out_dir, config.study_name, opened.uid)
     evaluator = _Evaluator(config, table, data)
+    study = opened.study
     if "repnas_data" not in study.user_attrs:  # what an export needs to describe the weights (nas.export)
         study.set_user_attr("repnas_data", {**evaluator.data.describe(),
                                             "proxy_resolution": evaluator.proxy_config.resolution,
                                             "proxy": _describe_proxy(config)})
-    space = _space(config)
-    remaining = lambda: None if config.timeout is None else max(1.0, config.timeout - (time.monotonic() - t_start))  # noqa: E731
-    ran = 0
+    deadline = None if config.timeout is None else t_start + config.timeout
+    with _StopOnSigint() as stop:
+        ran = _run_baselines(config, evaluator, opened.baselines, deadline, stop) if opened.baselines else 0
+        if stop.requested or (deadline is not None and time.monotonic() >= deadline):
+            return ran
+        return ran + _run_search_trials(config, evaluator, study, deadline, stop, progress)
+
+
+def _catch() -> tuple[type[BaseException], ...]:
+    """Errors that fail one candidate (reason recorded in the trial) while the search goes on: NaN, divergence,
+    an invalid genome, a runtime error such as out-of-memory."""
     from search_space import InvalidGenomeError
 
-    # a candidate that cannot be trained (NaN, divergence, a runtime error such as out-of-memory) fails with its
-    # reason recorded in the trial, and the search goes on
-    catch = (ProxyTrainingError, InvalidGenomeError, RuntimeError)
-    out_of_time = lambda: config.timeout is not None and time.monotonic() - t_start >= config.timeout  # noqa: E731
-    if baseline_study is not None:
-        objective = _baseline_objective(config, evaluator)
-        waiting = (optuna.trial.TrialState.WAITING,)
-        while not out_of_time():
-            _fail_stale(baseline_study)  # a baseline whose worker was killed is failed and re-queued
-            if not _count(baseline_study, waiting):
-                break
-            baseline_study.optimize(objective, n_trials=1, catch=catch, timeout=remaining())
-            ran += 1
-    if out_of_time():
-        return ran
-    done = _count(study, (optuna.trial.TrialState.COMPLETE,))
+    from ._errors import ProxyTrainingError
+
+    return ProxyTrainingError, InvalidGenomeError, RuntimeError
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(1.0, deadline - time.monotonic())
+
+
+def _run_baselines(config: SearchConfig, evaluator: _Evaluator, bstudy, deadline: float | None, stop) -> int:
+    import optuna
+
+    objective = _baseline_objective(config, evaluator)
+    waiting = (optuna.trial.TrialState.WAITING,)
+    ran = 0
+    while not stop.requested and (deadline is None or time.monotonic() < deadline):
+        _fail_stale(bstudy)  # a baseline whose worker was killed is failed and re-queued
+        if not _count(bstudy, waiting):
+            break
+        bstudy.optimize(objective, n_trials=1, catch=_catch(), timeout=_remaining(deadline), callbacks=[stop])
+        ran += 1
+    stop.reraise()
+    return ran
+
+
+def _run_search_trials(config: SearchConfig, evaluator: _Evaluator, study, deadline: float | None, stop,
+                       progress: bool) -> int:
+    import optuna
+
+    complete = (optuna.trial.TrialState.COMPLETE,)
+    done = _count(study, complete)
     if done >= config.trials:
         _logger.info("study %s already has %d complete trials (target %d): nothing to search", study.study_name,
                      done, config.trials)
-        return ran
+        return 0
     bar = _Progress(config, study, progress)
     try:
         study.optimize(
-            _objective(config, evaluator, space, study),
-            timeout=remaining(),
-            catch=catch,
-            callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=(optuna.trial.TrialState.COMPLETE,)),
-                       _RunawayGuard(config.trials), bar],
+            _objective(config, evaluator, _space(config), study, deadline=deadline),
+            timeout=_remaining(deadline),
+            catch=_catch(),
+            callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=complete), _RunawayGuard(config.trials),
+                       bar, stop],
             gc_after_trial=True,
         )
     finally:
         bar.close()
-    return ran + _count(study, (optuna.trial.TrialState.COMPLETE,)) - done
+    stop.reraise()
+    return _count(study, complete) - done
+
+
+class _StopOnSigint:
+    """SIGINT raises ``KeyboardInterrupt`` and also stops the study after the trial in flight.
+
+    Python drops a ``KeyboardInterrupt`` raised inside a finalizer or weakref callback ("Exception ignored
+    in ..."), so the flag and the Optuna callback make sure a Ctrl-C always stops the worker within one trial.
+    Only the main thread can set signal handlers; elsewhere this does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._installed = False
+        self._previous = None
+
+    def __enter__(self) -> _StopOnSigint:
+        import signal
+        import sys
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
+            self._installed = True
+        return self
+
+    def _unraisable(self, info) -> None:  # a Ctrl-C that landed in a finalizer: handled by the flag, not printed
+        if not (self.requested and isinstance(info.exc_value, KeyboardInterrupt)):
+            self._hook(info)
+
+    def __exit__(self, *exc) -> None:
+        import signal
+        import sys
+
+        if self._installed:
+            signal.signal(signal.SIGINT, self._previous if self._previous is not None else signal.SIG_DFL)
+            sys.unraisablehook = self._hook
+            self._installed = False
+
+    def _handle(self, signum, frame) -> None:
+        self.requested = True
+        raise KeyboardInterrupt
+
+    def __call__(self, study, trial) -> None:  # an Optuna callback
+        if self.requested:
+            study.stop()
+
+    def reraise(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
 
 
 def _default_threads(workers: int) -> int:
@@ -607,16 +790,17 @@ class _RunawayGuard:
                 study.stop()
 
 
-def _worker_entry(config: SearchConfig, worker: int) -> None:  # pragma: no cover - runs in a child process
+def _worker_entry(config: SearchConfig, worker: int, fresh_seeds: bool) -> None:  # pragma: no cover - a child
     import sys
 
     from search_space import RepNASError
 
     logging.basicConfig(level=logging.INFO, format=f"[worker {worker}] %(message)s")
+    _quiet_interrupted_trials()
     try:
-        run_worker(config, worker=worker, progress=worker == 0)
+        run_worker(config, worker=worker, progress=worker == 0, fresh_seeds=fresh_seeds)
     except (RepNASError, ValueError) as e:
-        print(f"error: [worker {worker}] {e}", file=sys.stderr)
+        print(f"error: [worker {worker}] {scrub(e, [config.storage_url, config.lut_db])}", file=sys.stderr)
         sys.exit(2)
     except KeyboardInterrupt:
         sys.exit(130)
@@ -634,12 +818,13 @@ def candidate_from_trial(t, *, baseline: bool = False) -> Candidate:
     )
 
 
-def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Candidate], dict[str, Any]]:
+def collect_candidates(config: SearchConfig, study=None) -> tuple[list[Candidate], list[Candidate], dict[str, Any]]:
     """Read the study (and its baselines) back from storage: search candidates, baselines, counts."""
     import optuna
 
-    storage = open_storage(config.storage, heartbeat_interval=None)
-    study = load_existing_study(storage, config.study_name)
+    if study is None:
+        study = load_existing_study(open_storage(config.storage, heartbeat_interval=None), config.study_name)
+    storage = study._storage
     S = optuna.trial.TrialState
     trials = study.get_trials(deepcopy=False)
     cand = candidate_from_trial
@@ -657,7 +842,8 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
                 baselines.append(cand(t, baseline=True))
     counts = {
         "n_complete": sum(t.state == S.COMPLETE for t in trials),
-        "n_rejected": sum(t.state == S.PRUNED for t in trials),
+        "n_rejected": sum(t.state == S.PRUNED and "rejected" in t.user_attrs for t in trials),
+        "n_duplicates": sum(t.state == S.PRUNED and "duplicate_of" in t.user_attrs for t in trials),
         "n_failed": sum(t.state == S.FAIL for t in trials),
         "n_running": sum(t.state == S.RUNNING for t in trials),
         "failures": [(t.number, t.user_attrs.get("fail_reason") or t.system_attrs.get("fail_reason", "?"))
@@ -669,11 +855,13 @@ def collect_candidates(config: SearchConfig) -> tuple[list[Candidate], list[Cand
 
 def write_report(config: SearchConfig, *, proxy_description: str = "", dataset_source: str = "") -> SearchResult:
     """Write the run folder from what the storage holds now; returns the front and baselines."""
-    cands, baselines, counts = collect_candidates(config)
+    study = load_existing_study(open_storage(config.storage, heartbeat_interval=None), config.study_name)
+    claim_run_folder(config.out_dir, config.study_name, study.user_attrs.get("repnas_uid") or "")
+    cands, baselines, counts = collect_candidates(config, study)
     unfinished = set(counts.pop("unfinished"))
     label = latency_label(config.device)
     meta = {
-        "study": config.study_name, "storage": _safe_url(config.storage_url), "device": config.device,
+        "study": config.study_name, "storage": redact_url(config.storage_url), "device": config.device,
         "dataset": config.dataset, "dataset_source": dataset_source, "resolution": config.resolution,
         "sampler": config.sampler, "seed": config.seed, "proxy": config.proxy,
         "proxy_description": proxy_description, "latency_max": config.latency_max, **counts,
@@ -696,25 +884,30 @@ def _prune_weights(config: SearchConfig, front: Sequence[Candidate], unfinished:
             p.unlink(missing_ok=True)
 
 
-def _safe_url(url: str) -> str:
-    from ._storage import _safe
-
-    return _safe(url)
-
-
 def check_config(config: SearchConfig):
-    """Checks that need no training: device, storage, workers vs SQLite, dataset presence, budget reachability.
+    """Every check that needs no training, before anything is stored.
+
+    Device and LUT, proxy settings, the search space at ``--resolution``, the run folder (it must be new, empty
+    or this study's own), workers vs SQLite, dataset presence, budget reachability, and last the storage (whose
+    SQLite file is created only once everything else passed).
 
     Returns:
         The loaded dataset.
     """
     _, table = _check_device(config)
+    config.proxy_config()  # bad proxy settings (--epochs 100000, --proxy-resolution 4096) fail here
+    from search_space import InvalidGenomeError
+
+    try:
+        _space(config).sample(0)  # the space at --resolution (e.g. --resolution 32000 exceeds every genome's)
+    except InvalidGenomeError as e:
+        raise SearchConfigError(f"--resolution {config.resolution}: {e}") from None
+    check_run_folder(config.out_dir, config.study_name)
     if config.workers > 1 and is_sqlite(config.storage_url):
         raise SearchConfigError(
             f"--workers {config.workers} needs a database server: SQLite ({config.storage_url}) cannot serve several "
             "workers safely. Pass --storage postgresql://USER:PASS@HOST:5432/DB (see README: distributed search), "
             "or run with --workers 1")
-    open_storage(config.storage, heartbeat_interval=None)  # malformed / unreachable URLs fail here
     from ._data import load_dataset
 
     data = load_dataset(config.dataset, data_dir=config.data_dir, seed=config.seed)
@@ -726,46 +919,101 @@ def check_config(config: SearchConfig):
                 f"{config.device}: its cheapest genome costs {ms:.3f} ms ({latency_label(config.device)})")
         _logger.info("cheapest genome of the space on %s: %.3f ms (budget %.3f ms)", config.device, ms,
                      config.latency_max)
+    open_storage(config.storage, heartbeat_interval=None)  # malformed / unreachable URLs fail here
     return data
 
 
 def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
-    """Check the configuration, run ``config.workers`` workers (in this process when 1) and write the report."""
+    """Check the configuration, run ``config.workers`` workers (in this process when 1) and write the report.
+
+    Ctrl-C (SIGINT) stops every worker (the trial in flight is lost, completed ones are kept), writes the report
+    from what completed, then raises ``KeyboardInterrupt``.
+    """
     data = check_config(config)
-    config.out_dir.mkdir(parents=True, exist_ok=True)
-    if config.workers == 1:
-        run_worker(config, worker=0, progress=progress, data=data)
-    else:
-        import multiprocessing as mp
-
-        _open_studies(config, 0)  # settings check and baseline queue, once, before any worker starts
-        ctx = mp.get_context("spawn")
-        threads = config.threads or _default_threads(config.workers)
-        cfg = dataclasses.replace(config, threads=threads)
-        procs = [ctx.Process(target=_worker_entry, args=(cfg, i), name=f"nas-worker-{i}")
-                 for i in range(config.workers)]
-        for p in procs:
-            p.start()
-        for p in procs:
-            p.join()
-        bad = [p.exitcode for p in procs if p.exitcode]
-        if len(bad) == len(procs):
-            from ._errors import NASError
-
-            raise NASError(f"all {len(procs)} workers failed (exit codes {bad}); see their messages above")
-        if bad:
-            _logger.warning("%d of %d workers exited with an error (codes %s); the report covers what they stored",
-                            len(bad), len(procs), bad)
+    _quiet_interrupted_trials()
+    try:
+        if config.workers == 1:
+            run_worker(config, worker=0, progress=progress, data=data)
+        else:
+            _run_local_workers(config)
+    except KeyboardInterrupt:
+        _logger.warning("interrupted: writing the report from the trials completed so far")
+        _report_after_interrupt(config, data)
+        raise
     ev_desc = _describe_proxy(config)
     return write_report(config, proxy_description=ev_desc, dataset_source=str(getattr(data, "source", "")))
 
 
-def _describe_proxy(config: SearchConfig) -> str:
-    from ._proxy import ProxyConfig
+def _report_after_interrupt(config: SearchConfig, data) -> None:
+    try:
+        write_report(config, proxy_description=_describe_proxy(config),
+                     dataset_source=str(getattr(data, "source", "")))
+    except (StudyStorageError, SearchConfigError, OSError) as e:  # e.g. interrupted before the study existed
+        _logger.warning("no report written: %s", e)
 
-    pc = ProxyConfig()
-    over = {"epochs": config.epochs, "resolution": config.proxy_resolution}
-    pc = dataclasses.replace(pc, **{k: v for k, v in over.items() if v is not None}, **config.extra.get("proxy", {}))
+
+def _run_local_workers(config: SearchConfig) -> None:
+    """``config.workers`` processes on this machine; SIGINT reaches them all and each stops within its trial."""
+    import multiprocessing as mp
+    import signal
+
+    opened = _open_studies(config, 0)  # settings check and baseline queue, once, before any worker starts
+    claim_run_folder(config.out_dir, config.study_name, opened.uid)
+    ctx = mp.get_context("spawn")
+    threads = config.threads or _default_threads(config.workers)
+    cfg = dataclasses.replace(config, threads=threads)
+    procs = [ctx.Process(target=_worker_entry, args=(cfg, i, opened.created), name=f"nas-worker-{i}")
+             for i in range(config.workers)]
+    for p in procs:
+        p.start()
+    try:
+        for p in procs:
+            p.join()
+    except KeyboardInterrupt:
+        for p in procs:  # a terminal's Ctrl-C reaches them already; a SIGINT sent to this process alone does not
+            if p.is_alive():
+                os.kill(p.pid, signal.SIGINT)
+        for p in procs:
+            p.join(60)
+            if p.is_alive():
+                p.terminate()
+                p.join(10)
+        raise
+    bad = [p.exitcode for p in procs if p.exitcode]
+    if len(bad) == len(procs):
+        from ._errors import NASError
+
+        raise NASError(f"all {len(procs)} workers failed (exit codes {bad}); see their messages above")
+    if bad:
+        _logger.warning("%d of %d workers exited with an error (codes %s); the report covers what they stored",
+                        len(bad), len(procs), bad)
+
+
+class _DropInterruptedTrialLogs(logging.Filter):
+    """Optuna logs a trial ended by Ctrl-C as a failure with its traceback; the CLI says "interrupted" instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.trials: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        import re
+
+        m = re.match(r"Trial (\d+) failed", record.getMessage())
+        if m and record.exc_info and issubclass(record.exc_info[0], KeyboardInterrupt):
+            self.trials.add(m.group(1))
+            return False
+        return not (m and m.group(1) in self.trials)
+
+
+def _quiet_interrupted_trials() -> None:
+    log = logging.getLogger("optuna.study._optimize")
+    if not any(isinstance(f, _DropInterruptedTrialLogs) for f in log.filters):
+        log.addFilter(_DropInterruptedTrialLogs())
+
+
+def _describe_proxy(config: SearchConfig) -> str:
+    pc = config.proxy_config()
     if config.proxy == "zero-cost":
         return f"the {config.zero_cost_method} zero-cost score at {pc.resolution}px (no training)"
     shown = ", ".join(f"{f.name}={getattr(pc, f.name)}" for f in dataclasses.fields(pc)

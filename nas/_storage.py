@@ -7,9 +7,12 @@ import re
 import warnings
 from pathlib import Path
 
+from latency_lut import redact_url, scrub
+
 from ._errors import SearchConfigError, StudyStorageError
 
-__all__ = ["DEFAULT_STORAGE", "is_sqlite", "load_existing_study", "open_storage", "resolve_storage_url"]
+__all__ = ["DEFAULT_STORAGE", "is_sqlite", "load_existing_study", "open_storage", "redact_url", "resolve_storage_url",
+           "scrub"]
 
 _logger = logging.getLogger(__name__)
 
@@ -26,18 +29,13 @@ def resolve_storage_url(storage: str | None) -> str:
     if _SCHEME.match(storage):
         return storage
     if "://" in storage or storage.startswith(("postgresql:", "mysql:", "sqlite:")):
-        raise StudyStorageError(f"malformed storage URL {_safe(storage)!r}: expected e.g. sqlite:///search.db or "
+        raise StudyStorageError(f"malformed storage URL {redact_url(storage)!r}: expected e.g. sqlite:///search.db or "
                                 "postgresql://user:pass@host:5432/db")
     return f"sqlite:///{Path(storage).expanduser().resolve()}"
 
 
 def is_sqlite(url: str) -> bool:
     return url.startswith("sqlite:")
-
-
-def _safe(url: str) -> str:
-    """``url`` with any password replaced by ``***``."""
-    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", url)
 
 
 def open_storage(storage: str | None, *, heartbeat_interval: int | None = 10, grace_period: int | None = None,
@@ -79,20 +77,41 @@ def open_storage(storage: str | None, *, heartbeat_interval: int | None = 10, gr
                       heartbeat_stale_trial_callback=retry)
     engine_kwargs = {"connect_args": {"timeout": 60}} if is_sqlite(url) else {"pool_pre_ping": True}
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        return _rdb_storage(url, engine_kwargs, kwargs)
     except sqlalchemy.exc.ArgumentError as e:
-        raise StudyStorageError(f"malformed storage URL {_safe(url)!r}: {_first_line(e)}") from None
+        raise StudyStorageError(f"malformed storage URL {redact_url(url)!r}: {_first_line(e, url)}") from None
     except sqlalchemy.exc.NoSuchModuleError as e:
-        raise StudyStorageError(f"storage URL {_safe(url)!r}: unknown database dialect ({_first_line(e)})") from None
+        raise StudyStorageError(f"storage URL {redact_url(url)!r}: unknown database dialect "
+                                f"({_first_line(e, url)})") from None
     except ImportError as e:
-        raise StudyStorageError(f"storage URL {_safe(url)!r}: its database driver is not installed "
-                                f"({_first_line(e)}; for postgresql:// URLs: pip install 'psycopg[binary]')") from None
+        raise StudyStorageError(f"storage URL {redact_url(url)!r}: its database driver is not installed "
+                                f"({_first_line(e, url)}; for postgresql:// URLs: pip install "
+                                "'psycopg[binary]')") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError) as e:
-        raise StudyStorageError(f"cannot open storage {_safe(url)!r}: {_first_line(e)}") from None
+        raise StudyStorageError(f"cannot open storage {redact_url(url)!r}: {_first_line(e, url)}") from None
     except ValueError as e:
-        raise StudyStorageError(f"storage URL {_safe(url)!r}: {_first_line(e)}") from None
+        raise StudyStorageError(f"storage URL {redact_url(url)!r}: {_first_line(e, url)}") from None
+
+
+def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict, *, attempts: int = 8):
+    """``RDBStorage(url)``; retried when workers started together race to create the schema of a new database
+    (one of them wins, the others see a duplicate ``alembic_version`` row or an existing table)."""
+    import random
+    import time
+
+    import optuna
+    import sqlalchemy.exc
+
+    for attempt in range(attempts):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            if attempt == attempts - 1:
+                raise
+            time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
+    raise AssertionError("unreachable")
 
 
 def load_existing_study(storage, study_name: str, *, must_exist: bool = False):
@@ -105,7 +124,7 @@ def load_existing_study(storage, study_name: str, *, must_exist: bool = False):
 
     if storage is not None and not isinstance(storage, str):  # an opened storage
         st, url = storage, getattr(getattr(storage, "engine", None), "url", "the storage")
-        url = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
+        url = redact_url(url)
     else:
         url = resolve_storage_url(storage)
         if (must_exist and is_sqlite(url) and url != "sqlite:///:memory:"
@@ -116,10 +135,11 @@ def load_existing_study(storage, study_name: str, *, must_exist: bool = False):
         return optuna.load_study(study_name=study_name, storage=st)
     except KeyError:
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
-        raise StudyStorageError(f"no study {study_name!r} in {_safe(url)} (studies there: "
+        raise StudyStorageError(f"no study {study_name!r} in {redact_url(url)} (studies there: "
                                 f"{', '.join(names) if names else 'none'})") from None
 
 
-def _first_line(e: BaseException) -> str:
+def _first_line(e: BaseException, *urls: str) -> str:
+    """The first line of a (driver's) error message, with every URL in it and every secret of ``urls`` hidden."""
     text = str(getattr(e, "orig", None) or e).strip()
-    return _safe(text.splitlines()[0] if text else type(e).__name__)
+    return scrub(text.splitlines()[0] if text else type(e).__name__, urls)

@@ -52,13 +52,16 @@ def main(argv: list[str] | None = None) -> int:
     from search_space import RepNASError
 
     from ._export import export_pareto, export_trial, summary_lines
+    from ._storage import scrub
+
+    secrets = [u for u in (args.storage, args.lut_db) if u]
 
     kwargs = dict(storage=args.storage, study=args.study, out=args.out, name=args.name, force=args.force,
                   coreml=args.coreml, weights=not args.no_weights, lut_db=args.lut_db, measure_runs=args.runs)
     try:
         results = export_pareto(**kwargs) if args.pareto else [export_trial(trial=args.trial, **kwargs)]
     except RepNASError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {scrub(e, secrets)}", file=sys.stderr)
         return 2
     except OSError as e:  # an unwritable --out, a full disk: the target folder is left as it was
         print(f"error: {e.strerror or e}{f': {e.filename}' if e.filename else ''} (nothing was written)",

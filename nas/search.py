@@ -78,6 +78,9 @@ def main(argv: list[str] | None = None) -> int:
     from search_space import RepNASError
 
     from ._search import SearchConfig, run_search, write_report
+    from ._storage import _first_line, scrub
+
+    secrets = [u for u in (args.storage, args.lut_db) if u]  # never echoed back, whatever the message
 
     try:
         config = SearchConfig(
@@ -91,19 +94,22 @@ def main(argv: list[str] | None = None) -> int:
         )
         result = write_report(config) if args.report_only else run_search(config, progress=not args.no_progress)
     except (RepNASError, ValueError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {scrub(e, secrets)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # the run folder or a storage file cannot be written (permissions, a full disk)
+        print(f"error: {scrub(e, secrets)}", file=sys.stderr)
         return 2
     except Exception as e:  # database errors mid-run (a dropped PostgreSQL connection, a locked SQLite file)
         import sqlalchemy.exc
 
         if not isinstance(e, sqlalchemy.exc.SQLAlchemyError):
             raise
-        from ._storage import _first_line
-
-        print(f"error: storage: {_first_line(e)}; completed trials are kept, rerun to resume", file=sys.stderr)
+        print(f"error: storage: {_first_line(e, *secrets)}; completed trials are kept, rerun to resume",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("interrupted: completed trials are stored; rerun the same command to resume", file=sys.stderr)
+        print("interrupted: completed trials are stored and the report covers them; rerun the same command to "
+              "resume", file=sys.stderr)
         return 130
     _print_table(config, result)
     return 0

@@ -1,0 +1,86 @@
+"""Claiming work in a shared study, so that workers never repeat each other.
+
+Workers (processes on one machine, or commands on several) share one Optuna study and coordinate only
+through it. Before a trial trains anything it *claims* a key (a genome's ``Genome.key()``, a baseline's
+name) by marking itself, then looks at every other trial:
+
+- a COMPLETE trial already scored that key: this trial is a duplicate and trains nothing;
+- another RUNNING trial claims the same key: it is being scored elsewhere; this one steps back;
+- with a target count of COMPLETE trials: if the COMPLETE trials plus the other claimed RUNNING trials
+  already reach it, this trial waits (polling) until one of them finishes or fails, and gives up once the
+  target is met.
+
+Marking first and looking second makes the rule safe without locks: of two workers that claim at the same
+moment, the later one to look always sees the other's mark, so at most one of them trains a key and the
+claimed trials never exceed the target. (Both may step back at worst, and try again with another genome.)
+A killed worker's RUNNING trial keeps its claim until Optuna's heartbeat fails it (``fail_stale_trials``,
+called while waiting).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+import warnings
+from dataclasses import dataclass
+
+__all__ = ["CLAIM_ATTR", "Claim", "claim"]
+
+CLAIM_ATTR = "claim"
+"""User attribute holding the key a RUNNING trial claims (None once it steps back)."""
+KEY_ATTR = "genome_key"
+"""User attribute holding the key a trial was scored under (kept on COMPLETE trials)."""
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :func:`claim` decided: ``go`` (train it), ``duplicate`` (of trial ``of``), or ``full`` (target met)."""
+
+    verdict: str
+    of: int | None = None
+
+    @property
+    def go(self) -> bool:
+        return self.verdict == "go"
+
+
+def claim(study, trial, key: str, *, target: int | None = None, poll: float = 2.0,
+          deadline: float | None = None) -> Claim:
+    """Claim ``key`` for ``trial`` (an ``optuna.Trial`` of ``study``); see the module docstring.
+
+    Args:
+        target: COMPLETE trials the study should end with (None: no limit, only duplicates are refused).
+        poll: Mean seconds between looks while waiting for claimed trials to finish.
+        deadline: ``time.monotonic()`` after which a waiting claim gives up as ``full``.
+    """
+    import optuna
+
+    S = optuna.trial.TrialState
+    rng = random.Random()
+    while True:
+        trial.set_user_attr(CLAIM_ATTR, key)
+        others = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.RUNNING))
+                  if t.number != trial.number]
+        done = [t for t in others if t.state == S.COMPLETE and t.user_attrs.get(KEY_ATTR) == key and t.values]
+        busy = [t for t in others if t.state == S.RUNNING and t.user_attrs.get(CLAIM_ATTR) == key]
+        if done or busy:
+            trial.set_user_attr(CLAIM_ATTR, None)
+            return Claim("duplicate", (done or busy)[0].number)
+        if target is None:
+            break
+        complete = sum(t.state == S.COMPLETE for t in others)
+        in_flight = sum(t.state == S.RUNNING and t.user_attrs.get(CLAIM_ATTR) is not None for t in others)
+        if complete >= target:
+            trial.set_user_attr(CLAIM_ATTR, None)
+            return Claim("full")
+        if complete + in_flight < target:
+            break
+        trial.set_user_attr(CLAIM_ATTR, None)  # step back while the claimed trials finish (or fail)
+        if deadline is not None and time.monotonic() >= deadline:
+            return Claim("full")
+        time.sleep(poll * (0.5 + rng.random()))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+    trial.set_user_attr(KEY_ATTR, key)
+    return Claim("go")
