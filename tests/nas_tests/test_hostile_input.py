@@ -255,6 +255,18 @@ def test_three_commands_on_postgres_neither_repeat_nor_overshoot(tmp_path, lut_d
 
 
 @pytest.mark.slow
+def test_two_commands_on_one_sqlite_study_neither_repeat_nor_overshoot(tmp_path, lut_db):
+    storage = str(tmp_path / "s.db")
+    argv = _argv(storage, lut_db, "--trials", "5", study="two", out=str(tmp_path / "run"))
+    procs = [_popen(argv, tmp_path) for _ in range(2)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
+    _assert_distinct_and_exact(storage, "two", 5)
+    _assert_baselines_once(storage, "two")
+
+
+@pytest.mark.slow
 def test_resume_after_sigkill_and_ctrl_c_trains_no_genome_twice(tmp_path, lut_db):
     storage = str(tmp_path / "s.db")
     argv = _argv(storage, lut_db, "--trials", "6", "--no-baselines", "--heartbeat-interval", "1",
