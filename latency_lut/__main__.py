@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -45,7 +46,13 @@ def _genome_arg(spec: str):
     path = Path(spec)
     if not path.exists():
         raise ValueError(f"{spec!r} is neither a zoo model ({', '.join(sorted(zoo))}) nor a genome JSON file")
-    return Genome.from_json(path.read_text())
+    if path.is_dir():
+        raise ValueError(f"{spec!r} is a folder, not a genome JSON file (or a zoo model: {', '.join(sorted(zoo))})")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"cannot read the genome JSON file {spec!r}: {getattr(e, 'strerror', None) or e}") from None
+    return Genome.from_json(text)
 
 
 def _calibration():
@@ -91,15 +98,19 @@ def cmd_devices(args) -> int:
     table = LatencyTable(args.db)
     for name, n in sorted(table.devices().items()):
         kind = devs[name].kind if name in devs else "remote"
-        print(f"LUT {table.url}: {name} ({kind}): {n} rows")
+        print(f"LUT {table.safe_url}: {name} ({kind}): {n} rows")
     return 0
 
 
 def cmd_build(args) -> int:
-    from . import LatencyTable, build_lut
+    from . import build_lut, get_device
+    from ._lut import _check_timing, check_threads
 
-    res = build_lut(args.device, db=LatencyTable(args.db), genomes=_genomes(args), resolution=args.resolution,
-                    threads=args.threads, runs=args.runs, progress=not args.no_progress)
+    check_threads(get_device(args.device), args.threads)
+    _check_timing(args.runs, 5)
+    genomes, resolution = _genomes(args)
+    res = build_lut(args.device, db=args.db, genomes=genomes, resolution=resolution, threads=args.threads,
+                    runs=args.runs, progress=not args.no_progress)
     print(f"{args.device}: {res['total']} signatures, {res['skipped']} already stored, {res['added']} added")
     return 0
 
@@ -107,6 +118,8 @@ def cmd_build(args) -> int:
 def cmd_show(args) -> int:
     from . import LatencyTable, get_device
 
+    if args.limit < 0:
+        raise ValueError(f"--limit must be >= 0, got {args.limit}")
     dev = get_device(args.device, allow_remote=True)
     rows = LatencyTable(args.db).records(args.device)
     print(f"{args.device}: {_label(dev)}")
@@ -119,39 +132,64 @@ def cmd_show(args) -> int:
 
 def cmd_predict(args) -> int:
     from . import LatencyTable, get_device, predict_latency
+    from ._lut import check_threads
 
     dev = get_device(args.device, allow_remote=True)
+    check_threads(dev, args.threads)
     g = _genome_arg(args.model)
-    res = args.resolution or g.resolution
+    res = g.resolution if args.resolution is None else args.resolution
     ms = predict_latency(g, args.device, res, db=LatencyTable(args.db), threads=args.threads)
     print(f"{args.model} @ {res}x{res}: {ms:.3f} ms ({_label(dev)})")
     return 0
 
 
 def cmd_validate(args) -> int:
-    from . import LatencyTable, validate_lut
+    from . import validate_lut
 
-    rep = validate_lut(args.device, n=args.n, seed=args.seed, resolution=args.resolution, db=LatencyTable(args.db),
+    rep = validate_lut(args.device, n=args.n, seed=args.seed, resolution=args.resolution, db=args.db,
                        threads=args.threads, progress=not args.no_progress)
     print(rep.summary())
     return 0
 
 
 def _genomes(args):
-    genomes = [_genome_arg(g) for g in args.genome] if args.genome else None
-    if args.zoo:
-        from search_space import zoo
+    """The genomes of --genome/--zoo (None: the whole space) and the resolution to pass the API.
 
-        genomes = (genomes or []) + list(zoo.values())
-    return genomes
+    Without --resolution every genome is taken at its own resolution (a zoo model at its native one). With
+    --resolution R a --genome is taken at R (an error where it is invalid there); a --zoo model invalid at R
+    (mobilevit_xs at 224) is taken at its native resolution instead, and a log line says so.
+    """
+    from search_space import RepNASError, zoo
+
+    if not args.genome and not args.zoo:
+        return None, 224 if args.resolution is None else args.resolution
+    genomes = [_genome_arg(g) for g in args.genome]
+    if args.resolution is not None:
+        genomes = [g if g.resolution == args.resolution else g.with_resolution(args.resolution) for g in genomes]
+    if args.zoo:
+        if args.resolution is None:
+            _logger.info("--zoo: each model at its native resolution (%s); pass --resolution R to take them at R "
+                         "where they are valid", ", ".join(f"{n} {g.resolution}" for n, g in zoo.items()))
+        for name, g in zoo.items():
+            if args.resolution is None or g.resolution == args.resolution:
+                genomes.append(g)
+                continue
+            try:
+                genomes.append(g.with_resolution(args.resolution))
+            except RepNASError as e:
+                _logger.info("--zoo: %s is not valid at resolution %d (%s); taking it at its native resolution %d",
+                             name, args.resolution, e, g.resolution)
+                genomes.append(g)
+    return genomes, None
 
 
 def cmd_bundle(args) -> int:
-    from ._bundle import RUNNER_NAME, write_bundle
+    from ._bundle import RUNNER_NAME, _remote_device, write_bundle
 
-    res = write_bundle(args.device, args.out, db=args.db, genomes=_genomes(args),
-                       resolution=args.resolution, limit=args.limit, force=args.force,
-                       progress=not args.no_progress)
+    _remote_device(args.device, "bundle")
+    genomes, resolution = _genomes(args)
+    res = write_bundle(args.device, args.out, db=args.db, genomes=genomes, resolution=resolution, limit=args.limit,
+                       force=args.force, progress=not args.no_progress)
     if not res.n_models:
         print(f"{args.device}: all {res.n_signatures} signatures are already in the LUT; nothing to bundle")
         return 0
@@ -185,6 +223,10 @@ def cmd_calibrate(args) -> int:
     return 0
 
 
+_RESOLUTION_HELP = ("input resolution (default: each --genome/--zoo model at its own resolution, the whole space "
+                    "at 224; a --zoo model invalid at the one given is taken at its native resolution)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m latency_lut", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -197,11 +239,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("build", help="fill a device's LUT (resumable)")
     _common(p)
     p.add_argument("--device", required=True)
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--resolution", type=int, default=None, help=_RESOLUTION_HELP)
     p.add_argument("--genome", action="append", default=[], help="only this zoo name / genome JSON (repeatable)")
     p.add_argument("--zoo", action="store_true", help="only the signatures of the seed zoo")
-    p.add_argument("--threads", type=int, default=1)
-    p.add_argument("--runs", type=int, default=30)
+    p.add_argument("--threads", type=int, default=1, help="1 on ort-cpu (multi-thread LUT sums over-predict)")
+    p.add_argument("--runs", type=int, default=30, help="timed samples per block (>= 1)")
     p.add_argument("--no-progress", action="store_true")
     p.set_defaults(fn=cmd_build)
 
@@ -247,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     _common(p)
     p.add_argument("--device", required=True, help="the remote device's name (lower case: letters, digits, ._-)")
     p.add_argument("--out", required=True, metavar="DIR", help="folder for the bundle (new or empty unless --force)")
-    p.add_argument("--resolution", type=int, default=224)
+    p.add_argument("--resolution", type=int, default=None, help=_RESOLUTION_HELP)
     p.add_argument("--genome", action="append", default=[], help="only this zoo name / genome JSON (repeatable)")
     p.add_argument("--zoo", action="store_true", help="only the signatures of the seed zoo")
     p.add_argument("--limit", type=int, default=None, help="write at most this many micro-models")
@@ -272,10 +314,14 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     from search_space import RepNASError
 
+    from ._secrets import scrub
+
     try:
         return args.fn(args)
-    except (RepNASError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (RepNASError, ValueError, OSError) as e:
+        # a driver's message may quote the database URL: no secret of it is ever printed
+        urls = [getattr(args, "db", None), os.environ.get("REPNAS_LUT_DB")]
+        print(f"error: {scrub(' '.join(str(e).split()), urls)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: rows measured so far are stored; rerun the command to finish", file=sys.stderr)

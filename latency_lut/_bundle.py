@@ -40,6 +40,7 @@ OVERHEAD_SHAPE = (8, 4, 4)  # the trivial model timed for the per-call overhead 
 _MAX_CHANNELS = 4096  # larger signatures are not built while validating (a damaged file must not exhaust memory)
 _MAX_SPATIAL = 4096
 _SHOW = 5  # offending keys named in a rejection message
+_MAX_OVERHEAD_MS = 1000.0  # a per-call overhead above this is not an overhead
 
 
 @dataclass(frozen=True)
@@ -121,8 +122,10 @@ Copy this whole folder to the device, then run there (Python 3.8+; needs only nu
 
 It checks every model file against manifest.json (sha256), times each model (warm-up, then repeated
 runs; median, 10th and 90th percentiles) and the runtime's per-call overhead, and writes results.json.
-An interrupted run resumes when started again with the same --out. Use --threads N to time N-thread
-inference, --runs/--warmup to trade time for precision, --limit N to time only N models per run.
+An interrupted run resumes when started again with the same --out. Keep --threads 1: LUT sums of
+per-model timings at more than one thread over-predict multi-threaded networks (by ~61% at 2 threads
+with onnxruntime on the reference machine). Use --runs/--warmup to trade time for precision, --limit N
+to time only N models per run.
 
 Copy results.json back, then on the machine that holds the LUT:
 
@@ -132,14 +135,14 @@ Copy results.json back, then on the machine that holds the LUT:
 
 def write_bundle(
         device: str, out: str | os.PathLike, *, db: LatencyTable | str | None = None, space: SearchSpace | None = None,
-        genomes: Iterable[Genome] | None = None, resolution: int = 224, num_classes: int = 1000,
+        genomes: Iterable[Genome] | None = None, resolution: int | None = 224, num_classes: int = 1000,
         limit: int | None = None, force: bool = False, progress: bool = True,
 ) -> BundleSummary:
     """Write a bundle for a remote ``device`` into ``out``: one ONNX micro-model per signature it lacks.
 
     The signatures are those of ``genomes`` (or of ``space``, default the whole space at ``resolution``)
     that the LUT has no row for on ``device``; ``limit`` caps how many are written. ``out`` must be empty
-    or missing unless ``force``.
+    or missing unless ``force``. ``resolution`` None takes each of ``genomes`` at its own resolution.
     """
     from search_space._export import export_onnx
 
@@ -147,8 +150,10 @@ def write_bundle(
     from ._measure import _Empty
 
     dev = _remote_device(device, "bundle")
-    if limit is not None and limit < 0:
-        raise ValueError(f"`limit` must be >= 0, got {limit}")
+    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+        raise ValueError(f"`limit` (--limit) must be an integer >= 0, got {limit!r}")
+    if genomes is not None:
+        genomes = list(genomes)
     out = Path(out).expanduser()
     if out.exists() and not out.is_dir():
         raise ValueError(f"--out {out} is a file, not a folder")
@@ -163,7 +168,7 @@ def write_bundle(
         todo = todo[:limit]
     if not todo:
         _logger.info("%s: all %d signatures are already in %s; nothing to bundle", dev.name, len(todo_all),
-                     table.url)
+                     table.safe_url)
         return BundleSummary(out, dev.name, "", len(todo_all), n_stored, 0)
 
     created = _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0)
@@ -190,6 +195,8 @@ def write_bundle(
     manifest = {
         "kind": MANIFEST_KIND, "format_version": FORMAT_VERSION, "device": dev.name, "bundle_id": bundle_id,
         "created": created.isoformat(), "versions": _versions(), "resolution": resolution,
+        "resolutions": sorted({g.resolution if resolution is None else resolution for g in genomes})
+        if genomes is not None else [224 if resolution is None else resolution],
         "num_classes": num_classes, "selection": "genomes" if genomes is not None else "search space",
         "overhead": {"file": overhead_rel, "sha256": _sha256(out / overhead_rel), "input_shape": list(OVERHEAD_SHAPE)},
         "entries": entries,
@@ -335,6 +342,9 @@ def import_results(
     if problem:
         raise _reject(path, problem)
     overhead = float(data["call_overhead_ms"])
+    if overhead > _MAX_OVERHEAD_MS:
+        raise _reject(path, f"implausible per-call overhead call_overhead_ms={overhead:g} ms (an almost empty model "
+                            f"takes well under {_MAX_OVERHEAD_MS:g} ms)")
     host = data.get("host")
     threads = host.get("threads") if isinstance(host, dict) else None
     if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
@@ -362,6 +372,17 @@ def import_results(
         more = f" (and {len(bad) - _SHOW} more)" if len(bad) > _SHOW else ""
         raise _reject(path, f"{len(bad)}{'+' if len(bad) > 100 else ''} of {len(results)} entries rejected: "
                             f"{shown}{more}")
+    typical = float(sorted(e["median_ms"] for e in results.values())[len(results) // 2])
+    if overhead >= typical:
+        zero = sum(1 for e in results.values() if e["median_ms"] <= overhead)
+        raise _reject(path, f"implausible per-call overhead call_overhead_ms={overhead:g} ms: it is not below the "
+                            f"median timing of its models ({typical:g} ms), so subtracting it would store {zero} of "
+                            f"{len(results)} rows as 0 ms (the overhead, timed on an almost empty model, must be a "
+                            "small part of each timing)")
+    if threads > 1:
+        _logger.warning("%s: %s was timed with %d threads; LUT sums of multi-thread per-model timings over-predict "
+                        "whole multi-threaded networks (by ~61%% at 2 threads with onnxruntime on the reference "
+                        "machine): timings at --threads 1 are the ones validated", dev.name, path, threads)
 
     now = _dt.datetime.now(_dt.timezone.utc)
     versions = {k: str(host[k]) for k in ("onnxruntime", "numpy", "python", "platform", "machine", "provider")
@@ -379,5 +400,5 @@ def import_results(
     table = _table(db)
     stored = table.add_many(records)
     _logger.debug("%s: %d rows stored, %d already present in %s (from %s)", dev.name, stored, len(records) - stored,
-                 table.url, path)
+                 table.safe_url, path)
     return ImportSummary(dev.name, stored, len(records) - stored, len(failed), overhead, dict(host))

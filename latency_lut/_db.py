@@ -12,6 +12,7 @@ import enum
 import json
 import logging
 import os
+import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
 from ._errors import LUTStorageError
+from ._secrets import redact_url, scrub
 
 __all__ = ["DEFAULT_DB", "LatencyRecord", "LatencyTable", "NetworkCorrection", "NetworkMeasurement", "Source",
            "resolve_db_url"]
@@ -252,11 +254,19 @@ class NetworkCorrection:
         )
 
 
+#: ``scheme:/...`` without ``//`` (``postgresql:/user:pw@host/db``): a mistyped URL, not a file name. Schemes
+#: of one letter are left alone (``C:/lut.db`` is a Windows path).
+_MISTYPED_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:/(?!/)")
+
+
 def resolve_db_url(db: str | os.PathLike | None) -> str:
     """A SQLAlchemy URL from a URL, a file path, or ``None`` (``$REPNAS_LUT_DB`` or ``./repnas-lut.db``)."""
     db = os.fspath(db) if db is not None else os.environ.get("REPNAS_LUT_DB", DEFAULT_DB)
     if "://" in db:
         return db
+    if _MISTYPED_URL.match(db):
+        raise LUTStorageError(f"malformed database URL {redact_url(db)!r}: expected two slashes after the scheme "
+                              "(postgresql+psycopg://USER@HOST/DATABASE), or a SQLite file path")
     return f"sqlite:///{Path(db).expanduser().resolve()}"
 
 
@@ -268,25 +278,72 @@ class LatencyTable:
         try:
             url = make_url(self.url)
         except ArgumentError as e:
-            raise LUTStorageError(f"malformed database URL {self.url!r}: {e}") from None
+            raise LUTStorageError(f"malformed database URL {self.safe_url!r}: {e}") from None
+        if url.host and "@" in url.host:
+            raise LUTStorageError(f"malformed database URL {self.safe_url!r}: its host name holds an '@'; an '@' (or "
+                                  "':', '/') in the user name or password must be percent-encoded ('@' as %40)")
+        #: the SQLite file, or None (another database, or SQLite in memory)
+        self.path: Path | None = None
         if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
-            path = Path(url.database)
+            path = self.path = Path(url.database)
             if not path.parent.exists():
                 raise LUTStorageError(f"cannot create the LUT database {path}: folder {path.parent} does not exist")
+            if path.is_dir():
+                raise LUTStorageError(f"the LUT database {path} is a folder, not a SQLite file; pass a file with --db")
             if path.exists() and path.stat().st_size and not _looks_like_sqlite(path):
                 raise LUTStorageError(f"{path} is not a SQLite database (corrupted or another kind of file); "
                                       "nothing was changed. Pass another file with --db.")
+        self._create = create
+        self._ready = False
         try:
             self.engine: Engine = create_engine(self.url, future=True)
-            if create:
-                Base.metadata.create_all(self.engine)
-                self._check_version()
         except ModuleNotFoundError as e:
             raise LUTStorageError(f"the driver for {url.drivername!r} is not installed ({e.name}); "
                                   "for PostgreSQL: pip install 'psycopg[binary]'") from None
-        except SQLAlchemyError as e:
-            raise LUTStorageError(f"cannot open the LUT database {_safe(self.url)}: {_first_line(e)}") from None
+        except (SQLAlchemyError, ValueError, TypeError) as e:
+            raise self._error("cannot open the LUT database", e) from None
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        if self.path is None or self.path.exists():
+            self._ensure()  # a SQLite file that does not exist yet is created by the first write, not here
+
+    @property
+    def safe_url(self) -> str:
+        """The URL as every message and log line shows it: without its password or secret query parameters."""
+        return redact_url(self.url)
+
+    def _describe(self) -> str:
+        """The database as messages name it: the SQLite file's path, else the redacted URL."""
+        return str(self.path) if self.path is not None else self.safe_url
+
+    def _error(self, what: str, e: BaseException) -> LUTStorageError:
+        """A driver error as one message naming the database, with no secret of its URL in it."""
+        first = scrub(_first_line(e), [self.url])
+        if self.path is not None and any(w in first for w in ("malformed", "not a database", "corrupt")):
+            return LUTStorageError(f"the LUT database {self.path} is corrupt ({first}); nothing was changed. "
+                                   "Pass another file with --db.")
+        return LUTStorageError(f"{what} {self._describe()} ({first})")
+
+    def _absent(self) -> bool:
+        """True while the SQLite file does not exist: reads find nothing, without creating the file."""
+        return not self._ready and self.path is not None and not self.path.exists()
+
+    def _ensure(self) -> None:
+        """Create the tables (and the SQLite file) if missing and check the schema version, once."""
+        if self._ready:
+            return
+        for attempt in range(2):  # a second time if another process created the tables meanwhile
+            try:
+                if self._create:
+                    Base.metadata.create_all(self.engine)
+                    self._check_version()
+                break
+            except ModuleNotFoundError as e:
+                raise LUTStorageError(f"the driver for {self.engine.url.drivername!r} is not installed ({e.name}); "
+                                      "for PostgreSQL: pip install 'psycopg[binary]'") from None
+            except SQLAlchemyError as e:
+                if attempt:
+                    raise self._error("cannot open the LUT database", e) from None
+        self._ready = True
 
     def _check_version(self) -> None:
         from search_space import __version__
@@ -296,11 +353,12 @@ class LatencyTable:
             if info is None:
                 s.add(VersionInfoRow(version_info_id=1, schema_version=SCHEMA_VERSION, library_version=__version__))
             elif info.schema_version != SCHEMA_VERSION:
-                raise LUTStorageError(f"LUT schema version {info.schema_version} in {_safe(self.url)} is not "
+                raise LUTStorageError(f"LUT schema version {info.schema_version} in {self._describe()} is not "
                                       f"supported (expected {SCHEMA_VERSION})")
 
     @contextmanager
     def _session(self) -> Iterator[Session]:
+        self._ensure()
         session = self._sessions()
         try:
             yield session
@@ -310,7 +368,7 @@ class LatencyTable:
             raise  # a key that is already stored: callers decide
         except SQLAlchemyError as e:
             session.rollback()
-            raise LUTStorageError(f"LUT database error ({_safe(self.url)}): {_first_line(e)}") from None
+            raise self._error("LUT database error in", e) from None
         except BaseException:
             session.rollback()
             raise
@@ -319,16 +377,22 @@ class LatencyTable:
 
     # -- reads ----------------------------------------------------------------------------------
     def get(self, device: str, signature_key: str) -> LatencyRecord | None:
+        if self._absent():
+            return None
         with self._session() as s:
             row = s.scalar(select(LatencyRow).where(LatencyRow.device == device,
                                                     LatencyRow.signature_key == signature_key))
             return LatencyRecord._from_row(row) if row is not None else None
 
     def keys(self, device: str) -> set[str]:
+        if self._absent():
+            return set()
         with self._session() as s:
             return set(s.scalars(select(LatencyRow.signature_key).where(LatencyRow.device == device)))
 
     def records(self, device: str | None = None) -> list[LatencyRecord]:
+        if self._absent():
+            return []
         with self._session() as s:
             q = select(LatencyRow).order_by(LatencyRow.device, LatencyRow.block_type, LatencyRow.id)
             if device is not None:
@@ -338,6 +402,8 @@ class LatencyTable:
     def devices(self) -> dict[str, int]:
         from sqlalchemy import func
 
+        if self._absent():
+            return {}
         with self._session() as s:
             return dict(s.execute(select(LatencyRow.device, func.count()).group_by(LatencyRow.device)).all())
 
@@ -386,17 +452,20 @@ class LatencyTable:
                 return added
             except IntegrityError:
                 continue  # rolled back; someone stored one of these keys meanwhile: recompute and retry
-        raise LUTStorageError(f"could not store {len(records)} rows in {_safe(self.url)}: keys kept colliding "
+        raise LUTStorageError(f"could not store {len(records)} rows in {self._describe()}: keys kept colliding "
                               "with concurrent writers; nothing was stored, try again")
 
     # -- whole networks and network corrections (tables added after schema version 1) ------------------
     def _has_table(self, name: str) -> bool:
         from sqlalchemy import inspect
 
+        if self._absent():
+            return False
+        self._ensure()
         try:
             return inspect(self.engine).has_table(name)
         except SQLAlchemyError as e:
-            raise LUTStorageError(f"LUT database error ({_safe(self.url)}): {_first_line(e)}") from None
+            raise self._error("LUT database error in", e) from None
 
     def add_network_measurement(self, m: NetworkMeasurement) -> bool:
         """Store one network measurement; returns False (and keeps the stored one) if its key exists."""
@@ -462,10 +531,3 @@ def _looks_like_sqlite(path: Path) -> bool:
 
 def _first_line(e: Exception) -> str:
     return str(getattr(e, "orig", None) or e).strip().splitlines()[0]
-
-
-def _safe(url: str) -> str:
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return url

@@ -41,8 +41,9 @@ from ._measure import (
 from ._signatures import Unit, build_unit, enumerate_space, signature_key, units_of_genome
 from ._timing import ClockStats
 
-__all__ = ["CALIBRATION_SEED", "DEFAULT_CALIBRATION_GENOMES", "build_lut", "calibrate_network", "calibration_genomes",
-           "fit_correction", "network_correction", "predict_latency", "predict_model_latency", "unit_latency"]
+__all__ = ["CALIBRATION_SEED", "DEFAULT_CALIBRATION_GENOMES", "MULTI_THREAD_REFUSAL", "build_lut", "calibrate_network",
+           "calibration_genomes", "check_threads", "fit_correction", "network_correction", "predict_latency",
+           "predict_model_latency", "unit_latency"]
 
 #: Seed of the calibration genomes a network correction is fitted on; ``validate`` refuses to use it.
 CALIBRATION_SEED = 917_000_017
@@ -54,6 +55,39 @@ _logger = logging.getLogger(__name__)
 
 def _table(db: LatencyTable | str | None) -> LatencyTable:
     return db if isinstance(db, LatencyTable) else LatencyTable(db)
+
+
+#: Why ort-cpu LUTs are built, validated and priced at one thread only.
+MULTI_THREAD_REFUSAL = (
+    "ort-cpu LUTs are built, validated and priced at 1 thread only (got threads={threads}): a LUT row times one "
+    "block alone, and at more than one thread the sum of per-block timings does not add up to the multi-threaded "
+    "network (at 2 threads it over-predicted the end-to-end onnxruntime latency of random genomes by +61% on "
+    "average, 0 of 10 within +-10%; at 1 thread 10 of 10, MAPE 3.3%). Use threads=1 (--threads 1)"
+)
+
+
+def _positive_int(name: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def check_threads(device: str | DeviceInfo, threads: Any) -> int:
+    """``threads`` if LUT rows of ``device`` may be measured or summed at it; else a ValueError saying why.
+
+    Every device needs a positive thread count; ort-cpu needs exactly 1 (see ``MULTI_THREAD_REFUSAL``).
+    """
+    threads = _positive_int("threads (--threads)", threads)
+    name = device.name if isinstance(device, DeviceInfo) else device
+    if name == "ort-cpu" and threads != 1:
+        raise ValueError(MULTI_THREAD_REFUSAL.format(threads=threads))
+    return threads
+
+
+def _check_timing(runs: Any, warmup: Any) -> None:
+    _positive_int("runs (--runs)", runs)
+    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
+        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
 
 
 def _new_record(device: DeviceInfo, sig: dict[str, Any], *, threads: int, runs: int, warmup: int) -> LatencyRecord:
@@ -101,15 +135,28 @@ def unit_latency(unit: Unit, device: str | DeviceInfo, *, db: LatencyTable | str
                  threads: int = 1, on_demand: bool = True, runs: int = 30, warmup: int = 5) -> float:
     """The LUT latency of one unit (ms, overhead removed); missing entries measured/predicted on demand."""
     dev = device if isinstance(device, DeviceInfo) else get_device(device, allow_remote=True)
+    check_threads(dev, threads)
     table = _table(db)
     rec = table.get(dev.name, unit.key)
     if rec is None:
         if not on_demand and dev.kind != "predicted":
             raise LatencyLookupError(f"no LUT entry for {unit.block_type} {unit.key} on {dev.name!r} in "
-                                     f"{table.url}; run `python -m latency_lut build --device {dev.name}`")
+                                     f"{table.safe_url}; run `python -m latency_lut build --device {dev.name}`")
+        _check_timing(runs, warmup)
         rec = _new_record(dev, unit.signature, threads=threads, runs=runs, warmup=warmup)
         table.add(rec)
     if dev.kind == "measured":
+        if rec.threads != threads:
+            try:
+                check_threads(dev, rec.threads)
+                fix = f"pass --threads {rec.threads}, or build a LUT at {threads} thread(s) in another --db"
+            except ValueError:
+                fix = (f"{rec.threads} thread(s) is no longer accepted for {dev.name}: build its LUT at {threads} "
+                       "thread(s) in another --db")
+            raise LatencyLookupError(
+                f"the LUT row for {unit.block_type} {unit.key} on {dev.name!r} in {table.safe_url} was measured with "
+                f"{rec.threads} thread(s), not {threads}; rows are summed only at the thread count they were "
+                f"measured with ({fix})")
         _note_protocol(table, dev.name, rec)
     if dev.kind == "predicted":
         return _current_prediction(table, dev, unit, rec)
@@ -132,7 +179,7 @@ def _current_prediction(table: LatencyTable, dev: DeviceInfo, unit: Unit, rec: L
         if not any(k[:2] == key[:2] for k in _repriced):
             _logger.warning("%s: %s rows in %s were predicted by another cost model version (%s); they are re-priced "
                             "with the current one (%s) in memory. Use a new --db to store current predictions.",
-                            dev.name, dev.name, table.url, rec.versions.get("cost_model"), model.version)
+                            dev.name, dev.name, table.safe_url, rec.versions.get("cost_model"), model.version)
         _repriced[key] = unit_cost_ms(build_unit(unit.signature), unit.input_shape, model)
     return _repriced[key]
 
@@ -148,7 +195,7 @@ def _note_protocol(table: LatencyTable, device: str, rec: LatencyRecord) -> None
         _logger.warning("%s: LUT rows in %s measured with the %r protocol (warm caches; rows written before "
                         "protocols were recorded) are in use, while rows are now measured with %r; warm-cache rows "
                         "under-predict whole networks by ~0.05 ms per unit. A new LUT (another --db) keeps rows "
-                        "consistent.", device, table.url, used, unit_protocol(device))
+                        "consistent.", device, table.safe_url, used, unit_protocol(device))
 
 
 #: (LUT url, device) -> (number of rows when computed, median call overhead of its imported rows)
@@ -226,9 +273,10 @@ def predict_latency(genome: Genome, device: str, resolution: int = 224, *, db: L
     here (that measures whole networks): ``build`` of the whole space and ``validate`` create them.
     """
     dev = get_device(device, allow_remote=True)
+    check_threads(dev, threads)
     table = _table(db)
     if dev.kind == "remote" and not table.keys(dev.name):
-        raise UnknownDeviceError(f"unknown device {device!r}: not a built-in device, and {table.url} has no rows "
+        raise UnknownDeviceError(f"unknown device {device!r}: not a built-in device, and {table.safe_url} has no rows "
                                  "for it (a remote device gets rows through `bundle` and `import`)")
     total, n_units = _lut_sum(genome, dev, resolution, table, num_classes=num_classes, threads=threads,
                               on_demand=on_demand)
@@ -320,6 +368,8 @@ def calibrate_network(device: str, *, db: LatencyTable | str | None = None, spac
     if dev.kind != "measured":
         raise UnknownDeviceError(f"a network correction measures whole networks, so it needs a device measured "
                                  f"here (ort-cpu, torch-cpu, torch-cuda), not {device!r}")
+    check_threads(dev, threads)
+    _check_timing(runs, warmup)
     table = _table(db)
     stored = network_correction(dev.name, table, threads=threads, resolution=resolution)
     if stored is not None:
@@ -336,7 +386,7 @@ def calibrate_network(device: str, *, db: LatencyTable | str | None = None, spac
     todo = [g for g in genomes if g.key() not in have]
     _logger.info("%s: network correction at %d px, %d thread(s): %d calibration genomes (seed %d), %d already "
                  "measured in %s", dev.name, resolution, threads, len(genomes), seed, len(genomes) - len(todo),
-                 table.url)
+                 table.safe_url)
     from tqdm.auto import tqdm
 
     for g in tqdm(todo, desc=f"calibrate {dev.name}", unit="net", disable=not progress):
@@ -388,6 +438,8 @@ def predict_model_latency(module: nn.Module, device: str, input_size: Sequence[i
                           threads: int = 1, runs: int = 30) -> float:
     """Latency of any ``nn.Module``'s deployed form (ms): measured end to end, or predicted by the cost model."""
     dev = get_device(device)
+    _positive_int("threads (--threads)", threads)  # one end-to-end measurement: any thread count is right
+    _check_timing(runs, 0)
     deployed = reparameterize(copy.deepcopy(module).eval())
     if dev.kind == "measured":
         return measure_module(deployed, tuple(input_size), device=dev.name, threads=threads, runs=runs).median_ms
@@ -398,10 +450,11 @@ def predict_model_latency(module: nn.Module, device: str, input_size: Sequence[i
 
 def _signatures_to_do(
         device: str, table: LatencyTable, *, space: SearchSpace | None = None, genomes: Iterable[Genome] | None = None,
-        resolution: int = 224, num_classes: int = 1000,
+        resolution: int | None = 224, num_classes: int = 1000,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The signatures of ``genomes`` (or of ``space``, default the whole space at ``resolution``), each once,
-    and those of them that ``device`` has no row for in ``table``."""
+    and those of them that ``device`` has no row for in ``table``. ``resolution`` None: each genome at its own
+    resolution (the whole space at 224)."""
     if genomes is not None:
         sigs: dict[str, dict[str, Any]] = {}
         for g in genomes:
@@ -409,13 +462,14 @@ def _signatures_to_do(
                 sigs.setdefault(u.key, u.signature)
         todo_all = list(sigs.values())
     else:
-        todo_all = list(enumerate_space(space or SearchSpace(resolution=resolution), num_classes))
+        space = space or SearchSpace(resolution=224 if resolution is None else resolution)
+        todo_all = list(enumerate_space(space, num_classes))
     have = table.keys(device)
     return todo_all, [s for s in todo_all if signature_key(s) not in have]
 
 
 def build_lut(device: str, *, db: LatencyTable | str | None = None, space: SearchSpace | None = None,
-              genomes: Iterable[Genome] | None = None, resolution: int = 224, num_classes: int = 1000,
+              genomes: Iterable[Genome] | None = None, resolution: int | None = 224, num_classes: int = 1000,
               threads: int = 1, runs: int = 30, warmup: int = 5, progress: bool = True,
               calibrate: bool = False, calibration_genomes: int = DEFAULT_CALIBRATION_GENOMES) -> dict[str, int]:
     """Fill the LUT for ``device`` with every signature of ``space`` (or of ``genomes``); resumable.
@@ -423,13 +477,21 @@ def build_lut(device: str, *, db: LatencyTable | str | None = None, space: Searc
     Rows already present are skipped; each new row is committed as soon as it is measured, so a build
     killed at any point loses at most the row in flight. With ``calibrate`` (measured devices) the build
     ends with :func:`calibrate_network`, itself resumable and skipped when a correction is stored.
+    ``resolution`` None takes each of ``genomes`` at its own resolution (the whole space at 224).
+    Every argument is checked before the LUT is opened: a refused call stores nothing and creates no file.
     """
     dev = get_device(device)
+    check_threads(dev, threads)
+    _check_timing(runs, warmup)
+    if genomes is not None:
+        genomes = list(genomes)
+    if calibrate and resolution is None:
+        resolution = 224
     table = _table(db)
     todo_all, todo = _signatures_to_do(dev.name, table, space=space, genomes=genomes, resolution=resolution,
                                        num_classes=num_classes)
     _logger.info("%s: %d signatures, %d already in %s, %d to %s", dev.name, len(todo_all), len(todo_all) - len(todo),
-                 table.url, len(todo), "measure" if dev.kind == "measured" else "predict")
+                 table.safe_url, len(todo), "measure" if dev.kind == "measured" else "predict")
     from tqdm.auto import tqdm
 
     added = 0

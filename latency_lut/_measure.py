@@ -175,6 +175,9 @@ def measure_clocks(
     where onnxruntime and torch compute on the calling thread. It is what an idle core would take; the
     wall time also counts whatever other processes on a shared machine took of the core.
     """
+    for name, value, least in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     cpu_clock = threads == 1 and device in ("ort-cpu", "torch-cpu")
     if device == "ort-cpu":
         with tempfile.TemporaryDirectory() as tmp:

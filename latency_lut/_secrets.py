@@ -72,5 +72,5 @@ def scrub(text: object, urls: Iterable[object] = ()) -> str:
         if len(secret) >= 1:
             s = s.replace(secret, MASK)
     # URLs embedded in free text: redact each whitespace- or quote-delimited token that looks like one
-    return re.sub(r"[A-Za-z][A-Za-z0-9+.\-]*:/+[^\s'\"]+|[A-Za-z][A-Za-z0-9+.\-]*:/[^\s'\"]*@[^\s'\"]*",
-                  lambda m: redact_url(m.group(0)), s)
+    return re.sub(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:/+[^\s'\"]+|[A-Za-z][A-Za-z0-9+.\-]*:/[^\s'\"]*@[^\s'\"]*)"
+                  r"(?<![:,.;)])", lambda m: redact_url(m.group(0)), s)

@@ -22,10 +22,13 @@ from ._devices import get_device
 from ._errors import UnknownDeviceError
 from ._lut import (
     CALIBRATION_SEED,
+    _check_timing,
     _lut_sum,
     _measure_network,
+    _positive_int,
     _table,
     calibrate_network,
+    check_threads,
     network_correction,
 )
 from ._measure import BATCHED
@@ -168,11 +171,16 @@ def validate_lut(device: str = "ort-cpu", *, n: int = 30, seed: int = 0, resolut
     ``calibration_seed`` (it is stored only if it beats the plain sum out of sample).
     """
     dev = get_device(device)
+    _positive_int("the number of genomes (--n)", n)
+    check_threads(dev, threads)
     if dev.kind != "measured":
         raise UnknownDeviceError(f"validate measures whole networks, so it needs a device measured here "
                                  f"(ort-cpu, torch-cpu, torch-cuda), not {device!r}")
-    table = _table(db)
+    _check_timing(runs, 5)
+    if calibration_genomes:
+        _positive_int("calibration_genomes", calibration_genomes)
     space = SearchSpace(resolution=resolution)
+    table = _table(db)
     corr = network_correction(dev.name, table, threads=threads, resolution=resolution) if correct else None
     if correct and corr is None and calibration_genomes:
         if seed == calibration_seed:

@@ -224,8 +224,8 @@ def _check_device(config: SearchConfig):
     if dev.kind == "remote" and not table.keys(dev.name):
         raise UnknownDeviceError(
             f"unknown device {config.device!r}: not a built-in device (ort-cpu, torch-cpu, iphone12, torch-cuda) "
-            f"and the LUT {table.url} has no rows for it (a remote device gets rows through `python -m latency_lut "
-            "bundle` and `import`)")
+            f"and the LUT {redact_url(table.url)} has no rows for it (a remote device gets rows through "
+            "`python -m latency_lut bundle` and `import`)")
     return dev, table
 
 

@@ -37,6 +37,14 @@ def main(argv: list[str] | None = None) -> int:
                         "corrected figures (default 0: plain LUT sums)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from latency_lut._lut import check_threads
+    from search_space import RepNASError
+
+    try:
+        check_threads("ort-cpu", args.threads)  # LUT sums are only valid at one thread (see latency_lut build)
+    except RepNASError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
 
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory() as tmp:

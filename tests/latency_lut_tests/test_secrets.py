@@ -42,3 +42,8 @@ def test_scrub_hides_urls_and_known_secrets_in_free_text():
     # a secret from a URL SQLAlchemy cannot parse is still known
     assert "pw@9731" not in scrub("echo pw@9731", ["postgresql://nas:pw@9731@db/nas"])
     assert scrub("nothing secret here", ["sqlite:///x.db"]) == "nothing secret here"
+
+
+def test_scrub_keeps_the_punctuation_after_a_url():
+    out = scrub("open postgresql://u:pw9731@h/db?password=pw9731: failed (see sqlite:///x.db).")
+    assert out == "open postgresql://u:***@h/db?password=***: failed (see sqlite:///x.db)."

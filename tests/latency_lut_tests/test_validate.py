@@ -126,9 +126,10 @@ def test_calibration_resumes_stores_provenance_and_is_never_refitted(tmp_path, f
 def test_a_correction_that_does_not_beat_the_plain_sum_is_not_stored(tmp_path, fake_device, monkeypatch):
     db = LatencyTable(tmp_path / "lut.db")
     monkeypatch.setattr(_lut, "_measure_network", _FakeMeasure(exact_sum=True))
+    monkeypatch.setattr(_validate, "_measure_network", _FakeMeasure(exact_sum=True))
     assert calibrate_network("ort-cpu", db=db, resolution=64, n_genomes=6, progress=False) is None
     assert db.correction("ort-cpu", 1, 64) is None and len(db.network_measurements("ort-cpu", 1, 64)) == 6
-    rep = validate_lut("ort-cpu", n=0, resolution=64, db=db, progress=False, calibration_genomes=6)
+    rep = validate_lut("ort-cpu", n=2, resolution=64, db=db, progress=False, calibration_genomes=6)
     assert rep.correction is None  # validate falls back to the plain sum
 
 
