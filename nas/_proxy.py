@@ -8,11 +8,27 @@ on Fashion-MNIST on a 2-core CPU with one thread (the zoo and five ``SearchSpace
 otherwise idle machine); accuracies 0.81 to 0.84 with a seed-to-seed spread of about +-1.5 points, so the
 proxy separates good from poor architectures but not near-ties.
 
-Resolution: the proxy trains at ``config.resolution`` (32 by default). A genome whose MobileViT stages cannot
-split the feature map into patches at that size (MobileViT-XS needs a 2x2 map at stride 32, i.e. 64 px) is
-trained at the **smallest multiple of 16 at or above** ``config.resolution`` where it can; the resolution used
-is recorded in :attr:`ProxyResult.resolution`. Grayscale data is repeated to 3 channels, so the weights have
-the same shape as the deployed RGB model.
+Resolution: the proxy trains at ``config.resolution`` (32 by default), raised to the **smallest multiple of 16
+at or above** it where the genome fits (:func:`proxy_resolution`; the resolution used is recorded in
+:attr:`ProxyResult.resolution`):
+
+- with ``config.min_stage_map = m``, every stage must see at least an ``m x m`` feature map (stride 32 at the
+  last stage: ``m = 2`` means 64 px), so that the stage-4 mixer, kernel and patch genes shape what is learnt
+  (at 32 px a stride-32 stage sees one pixel, where attention, RepMixer and a 7x7 depthwise conv nearly coincide);
+- MobileViT stages must split their feature map into patches (MobileViT-XS needs a 2x2 map at stride 32, i.e.
+  64 px), whatever ``min_stage_map`` says.
+
+Width: ``config.width_multiplier`` scales every stage width of the *trained* network (rounded to a multiple of 8,
+at least 8, which every mixer accepts: attention heads are 8, 16 or 32 wide and MobileViT's 4 heads divide its
+multiple-of-8 transformer width), so that a higher resolution can cost what the default does. Stem, head, FFN and
+MobileViT widths follow the stage widths. It only changes proxy training: latency is always priced on the real
+genome. Grayscale data is repeated to 3 channels, so the weights have the same shape as the deployed RGB model.
+
+Scores: :class:`ProxyResult` carries the accuracy and the cross-entropy on the scoring images, and the mean
+training loss over the last epoch's steps (:attr:`ProxyResult.train_loss`, a "sum of training losses" score
+divided by a step count that is the same for every candidate). The search scores on the validation hold-out
+(``score_split="val"``); only the fidelity benchmark scores on the official test set (``score_split="test"``),
+and intermediate checks always use the validation hold-out.
 
 Evaluation: before every evaluation the BatchNorm running statistics are recomputed on ``bn_recalibration``
 fixed training images (after a few dozen steps the running averages lag the weights so much that deep networks
@@ -43,18 +59,24 @@ import torch.nn.functional as F
 from torch import nn
 
 from search_space import Genome, InvalidGenomeError, build_model
-from search_space._genome import check_resolution
+from search_space._genome import STAGE_STRIDES, check_resolution
 from search_space._model import as_genome
 
 from ._data import ProxyData, stratified_indices
 from ._errors import NASError, ProxyTrainingError, SearchConfigError
 
-__all__ = ["ProxyConfig", "ProxyResult", "proxy_resolution", "train_proxy"]
+__all__ = ["SCORE_SPLITS", "ProxyConfig", "ProxyResult", "proxy_genome", "proxy_resolution", "train_proxy"]
 
 _logger = logging.getLogger(__name__)
 
 _MAX_RESOLUTION = 2048
 _RESOLUTION_STEP = 16
+_WIDTH_STEP = 8
+_MAX_WIDTH = 2048
+_MAX_WIDTH_MULTIPLIER = 8.0
+#: Splits :func:`train_proxy` can score on: the validation hold-out (the search) or the official test set
+#: (the fidelity benchmark only).
+SCORE_SPLITS = ("val", "test")
 #: Seed of the training/validation subsets the proxy draws from a dataset: fixed, so that every
 #: candidate (whatever its ``seed``) sees the same images.
 _SUBSET_SEED = 0
@@ -82,7 +104,8 @@ class ProxyConfig:
 
     Attributes:
         epochs: Passes over the training subset.
-        resolution: Training resolution (a multiple of 16; raised per genome for MobileViT, see module doc).
+        resolution: Training resolution (a multiple of 16; raised per genome by ``min_stage_map`` and for
+            MobileViT, see the module doc).
         batch_size: Training batch size (evaluation uses twice that).
         lr: Peak AdamW learning rate (linear warm-up, then cosine decay to zero, per step).
         weight_decay: AdamW weight decay (not applied to norms and biases).
@@ -105,6 +128,10 @@ class ProxyConfig:
         diverge_patience: ...for this many consecutive steps, then training fails with ``reason="diverged"``.
         max_seconds: Hard cap on the wall time of one candidate (``None``: no cap); training stops early with
             ``stop_reason="time limit: ..."`` and the candidate is scored as it is.
+        width_multiplier: Scales every stage width of the trained network (rounded to a multiple of 8, at least
+            8); proxy training only, latency is priced on the real genome. 1.0: the genome as it is.
+        min_stage_map: Raise the resolution so that every stage sees at least this map size (2: 64 px for the
+            stride-32 networks of the space); ``None``: only MobileViT stages raise it.
     """
 
     epochs: int = 1
@@ -125,6 +152,8 @@ class ProxyConfig:
     diverge_factor: float = 10.0
     diverge_patience: int = 5
     max_seconds: float | None = None
+    width_multiplier: float = 1.0
+    min_stage_map: int | None = None
 
     def __post_init__(self) -> None:
         _check_number("epochs", self.epochs, integer=True, lo=1, hi=10_000)
@@ -147,6 +176,9 @@ class ProxyConfig:
         _check_number("diverge_factor", self.diverge_factor, lo=1.0, lo_open=True)
         _check_number("diverge_patience", self.diverge_patience, integer=True, lo=1)
         _check_number("max_seconds", self.max_seconds, lo=0.0, lo_open=True, optional=True)
+        _check_number("width_multiplier", self.width_multiplier, lo=0.0, lo_open=True, hi=_MAX_WIDTH_MULTIPLIER)
+        _check_number("min_stage_map", self.min_stage_map, integer=True, lo=1,
+                      hi=_MAX_RESOLUTION // STAGE_STRIDES[-1], optional=True)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -175,10 +207,13 @@ class ProxyResult:
             ``final``), ``accuracy``, ``loss``, ``train_loss`` (mean training loss since the previous record, ``None``
             if no step was taken since), ``lr``, ``seconds``.
         state_dict: Training-form weights at the proxy's ``num_classes`` (CPU tensors; only with
-            ``keep_weights=True``): ``build_model(genome, num_classes=data.num_classes).load_state_dict(...)``,
-            then ``reparameterize`` to deploy.
-        num_params: Parameters of the training-form network.
+            ``keep_weights=True``): ``build_model(proxy_genome(genome, config.width_multiplier),
+            num_classes=data.num_classes).load_state_dict(...)``, then ``reparameterize`` to deploy.
+        num_params: Parameters of the training-form network that was trained (after ``width_multiplier``).
         resolution: Resolution it was trained and scored at.
+        train_loss: Mean training loss (with label smoothing) over the last epoch's steps (all steps if fewer
+            were run); lower is better.
+        score_split: Split ``accuracy`` and ``loss`` were measured on (``val`` or ``test``).
     """
 
     accuracy: float
@@ -192,6 +227,8 @@ class ProxyResult:
     state_dict: dict[str, torch.Tensor] | None = field(default=None, repr=False, compare=False)
     num_params: int = 0
     resolution: int = 32
+    train_loss: float | None = None
+    score_split: str = "val"
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form, without the weights."""
@@ -200,14 +237,18 @@ class ProxyResult:
         return out
 
 
-def proxy_resolution(genome: Genome, resolution: int = 32) -> int:
-    """The resolution the proxy uses for ``genome``: the smallest multiple of 16 >= ``resolution`` it runs at.
+def proxy_resolution(genome: Genome, resolution: int = 32, *, min_stage_map: int | None = None) -> int:
+    """The resolution the proxy uses for ``genome``: the smallest multiple of 16 >= ``resolution`` it fits.
 
-    Only MobileViT stages constrain it (their feature map must divide by the patch size); every other genome
-    runs at any size, down to 1x1 maps at stride 32.
+    With ``min_stage_map`` every stage must see at least that map size (the last stage has stride 32, so 2 means
+    64 px); MobileViT stages must also divide their feature map by their patch size. Other genomes run at any size,
+    down to 1x1 maps at stride 32.
     """
     _check_number("resolution", resolution, integer=True, lo=1, hi=_MAX_RESOLUTION)
-    r = max(_RESOLUTION_STEP, -(-resolution // _RESOLUTION_STEP) * _RESOLUTION_STEP)
+    _check_number("min_stage_map", min_stage_map, integer=True, lo=1, hi=_MAX_RESOLUTION // STAGE_STRIDES[-1],
+                  optional=True)
+    floor = resolution if min_stage_map is None else max(resolution, min_stage_map * STAGE_STRIDES[-1])
+    r = max(_RESOLUTION_STEP, -(-floor // _RESOLUTION_STEP) * _RESOLUTION_STEP)
     while r <= _MAX_RESOLUTION:
         try:
             check_resolution(genome, r)
@@ -215,8 +256,26 @@ def proxy_resolution(genome: Genome, resolution: int = 32) -> int:
             r += _RESOLUTION_STEP
             continue
         return r
-    raise NASError(f"genome {genome.key()}: no resolution in [{resolution}, {_MAX_RESOLUTION}] fits its MobileViT "
+    raise NASError(f"genome {genome.key()}: no resolution in [{floor}, {_MAX_RESOLUTION}] fits its MobileViT "
                    "stages")
+
+
+def proxy_genome(genome: Genome, width_multiplier: float = 1.0) -> Genome:
+    """The genome the proxy trains: ``genome`` with every stage width scaled by ``width_multiplier``.
+
+    Widths are rounded to the nearest multiple of 8 (at least 8, at most 2048), which keeps every mixer valid;
+    a multiplier of 1.0 returns ``genome`` itself.
+    """
+    _check_number("width_multiplier", width_multiplier, lo=0.0, lo_open=True, hi=_MAX_WIDTH_MULTIPLIER)
+    if width_multiplier == 1.0:
+        return genome
+
+    def scale(width: int) -> int:
+        steps = math.floor(width * width_multiplier / _WIDTH_STEP + 0.5)
+        return min(_MAX_WIDTH, max(_WIDTH_STEP, steps * _WIDTH_STEP))
+
+    return dataclasses.replace(genome, stages=tuple(dataclasses.replace(st, width=scale(st.width))
+                                                    for st in genome.stages))
 
 
 # -- data preparation (cached per dataset object) ---------------------------------------------------------
@@ -228,6 +287,9 @@ class _Prepared:
     train_y: torch.Tensor
     val_x: torch.Tensor
     val_y: torch.Tensor
+    #: The images the final score is measured on: ``val_x``/``val_y`` themselves, or the official test set.
+    score_x: torch.Tensor
+    score_y: torch.Tensor
 
 
 _CACHE: weakref.WeakKeyDictionary[ProxyData, dict[tuple, _Prepared]] = weakref.WeakKeyDictionary()
@@ -248,8 +310,9 @@ def to_float(x: torch.Tensor, data: ProxyData, resolution: int, *, chunk: int = 
     return out
 
 
-def _prepare(data: ProxyData, resolution: int, config: ProxyConfig, device: torch.device) -> _Prepared:
-    key = (resolution, config.train_size, config.val_size, str(device))
+def _prepare(data: ProxyData, resolution: int, config: ProxyConfig, device: torch.device,
+             score_split: str = "val") -> _Prepared:
+    key = (resolution, config.train_size, config.val_size, str(device), score_split)
     per_data = _CACHE.setdefault(data, {})
     if key in per_data:
         return per_data[key]
@@ -258,15 +321,19 @@ def _prepare(data: ProxyData, resolution: int, config: ProxyConfig, device: torc
     va = _subset(data.val_y, config.val_size)
     # a fixed shuffle of the validation subset, so that the first ``check_size`` images mix the classes
     va = va[torch.randperm(len(va), generator=torch.Generator().manual_seed(_SUBSET_SEED))]
+    val_x, val_y = to_float(data.val_x[va], data, resolution).to(device), data.val_y[va].to(device)
+    score_x, score_y = val_x, val_y
+    if score_split == "test":  # the whole official test set, whatever ``val_size`` says
+        score_x, score_y = to_float(data.test_x, data, resolution).to(device), data.test_y.to(device)
     prepared = _Prepared(
         train_x=to_float(data.train_x[tr], data, resolution).to(device), train_y=data.train_y[tr].to(device),
-        val_x=to_float(data.val_x[va], data, resolution).to(device), val_y=data.val_y[va].to(device),
+        val_x=val_x, val_y=val_y, score_x=score_x, score_y=score_y,
     )
     if len(per_data) >= _CACHE_PER_DATASET:
         per_data.pop(next(iter(per_data)))
     per_data[key] = prepared
-    _logger.debug("Prepared %s at %dpx: %d train / %d val images in %.2fs", data.name, resolution,
-                  len(tr), len(va), time.perf_counter() - t0)
+    _logger.debug("Prepared %s at %dpx: %d train / %d val / %d %s images in %.2fs", data.name, resolution,
+                  len(tr), len(va), len(score_y), score_split, time.perf_counter() - t0)
     return prepared
 
 
@@ -336,6 +403,7 @@ def train_proxy(
         seed: int = 0,
         keep_weights: bool = False,
         progress_callback: Callable[[dict[str, Any]], None] | None = None,
+        score_split: str = "val",
 ) -> ProxyResult:
     """Train ``genome`` briefly on ``data`` and return its proxy accuracy.
 
@@ -345,13 +413,17 @@ def train_proxy(
         config: Training recipe (default ``ProxyConfig()``).
         device: Torch device to train on. ``torch.set_num_threads`` is left to the caller.
         seed: Seeds the initialisation and the batch order (the global RNG state is restored afterwards).
-        keep_weights: Return the trained weights in :attr:`ProxyResult.state_dict`.
+        keep_weights: Return the trained weights in :attr:`ProxyResult.state_dict` (of the network trained,
+            that is after ``config.width_multiplier``).
         progress_callback: Called with each history record (a dict) as it is made; an exception raised by it
             aborts training and propagates.
+        score_split: ``val`` (default: the validation subset, as the search scores) or ``test`` (the complete
+            official test set; for benchmarks only). Intermediate checks always use the validation subset.
 
     Raises:
         ProxyTrainingError: The loss became NaN/inf (``reason="nan"``) or exploded (``reason="diverged"``).
         NASError: The genome cannot run at any resolution (never for the zoo or ``SearchSpace`` genomes).
+        SearchConfigError: ``score_split`` is unknown, or ``test`` for a dataset without a test set.
     """
     genome = as_genome(genome)
     config = ProxyConfig() if config is None else config
@@ -362,18 +434,20 @@ def train_proxy(
     _check_number("seed", seed, integer=True, lo=0)
     if progress_callback is not None and not callable(progress_callback):
         raise TypeError("`progress_callback` must be callable or None")
+    _check_score_split(score_split, data)
     device = torch.device(device)
 
     t0 = time.perf_counter()
-    resolution = proxy_resolution(genome, config.resolution)
+    resolution = proxy_resolution(genome, config.resolution, min_stage_map=config.min_stage_map)
     if resolution != config.resolution:
-        _logger.debug("Genome %s trains at %dpx (its MobileViT stages need it)", genome.key(), resolution)
-    prep = _prepare(data, resolution, config, device)
+        _logger.debug("Genome %s trains at %dpx (min_stage_map %s, or its MobileViT stages)", genome.key(),
+                      resolution, config.min_stage_map)
+    prep = _prepare(data, resolution, config, device, score_split)
     fork_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=fork_devices):
         torch.manual_seed(seed)
         # the network does not depend on ``genome.resolution`` (only MobileViT's divisibility does, checked above)
-        model = build_model(genome, num_classes=data.num_classes).to(device)
+        model = build_model(proxy_genome(genome, config.width_multiplier), num_classes=data.num_classes).to(device)
     model.train()
     num_params = sum(p.numel() for p in model.parameters())
     optimizer = torch.optim.AdamW(_param_groups(model, config.weight_decay), lr=config.lr)
@@ -399,6 +473,7 @@ def train_proxy(
     recal_x = prep.train_x[torch.randperm(n_train, generator=torch.Generator().manual_seed(_SUBSET_SEED))[:recal_n]]
 
     history: list[dict[str, Any]] = []
+    losses: list[float] = []  # every step's training loss (the last epoch's mean is a score)
     loss_sum, loss_n = 0.0, 0
     first_loss: float | None = None
     exploding = 0
@@ -443,6 +518,7 @@ def train_proxy(
             step += 1
             loss_sum += value
             loss_n += 1
+            losses.append(value)
 
             if config.max_seconds is not None and time.perf_counter() - t0 > config.max_seconds and step < total:
                 stop_reason = f"time limit: {config.max_seconds:g}s reached after {step}/{total} steps"
@@ -457,18 +533,29 @@ def train_proxy(
                     break
 
     _recalibrate_bn(model, recal_x, batch_size)
-    accuracy, val_loss = _evaluate(model, prep.val_x, prep.val_y, eval_bs)
+    accuracy, val_loss = _evaluate(model, prep.score_x, prep.score_y, eval_bs)
     record("final", accuracy, val_loss)
     if not math.isfinite(val_loss):
-        raise ProxyTrainingError(f"genome {genome.key()}: validation loss is {val_loss} after {step} steps",
+        raise ProxyTrainingError(f"genome {genome.key()}: {score_split} loss is {val_loss} after {step} steps",
                                  reason="nan")
+    last_epoch = losses[-steps_per_epoch:]
+    train_loss = sum(last_epoch) / len(last_epoch) if last_epoch else None
     seconds = time.perf_counter() - t0
     state = {k: v.detach().cpu().clone() for k, v in model.state_dict().items()} if keep_weights else None
     result = ProxyResult(
         accuracy=accuracy, loss=val_loss, epochs_run=round(step / steps_per_epoch, 4), steps=step,
         seconds=seconds, stopped_early=stop_reason is not None, stop_reason=stop_reason, history=tuple(history),
-        state_dict=state, num_params=num_params, resolution=resolution,
+        state_dict=state, num_params=num_params, resolution=resolution, train_loss=train_loss,
+        score_split=score_split,
     )
-    _logger.info("Proxy %s: accuracy %.4f, val loss %.3f, %d steps at %dpx in %.1fs%s", genome.key(), accuracy,
-                 val_loss, step, resolution, seconds, f" (stopped: {stop_reason})" if stop_reason else "")
+    _logger.info("Proxy %s: %s accuracy %.4f, %s loss %.3f, %d steps at %dpx in %.1fs%s", genome.key(), score_split,
+                 accuracy, score_split, val_loss, step, resolution, seconds,
+                 f" (stopped: {stop_reason})" if stop_reason else "")
     return result
+
+
+def _check_score_split(score_split: Any, data: ProxyData) -> None:
+    if score_split not in SCORE_SPLITS:
+        raise SearchConfigError(f"`score_split` must be one of {', '.join(SCORE_SPLITS)}, got {score_split!r}")
+    if score_split == "test" and (data.test_y is None or len(data.test_y) == 0):
+        raise SearchConfigError(f"`score_split`: {data.name} has no test set to score on")

@@ -61,6 +61,11 @@ class SearchConfig:
         epochs: Proxy training epochs (None: the proxy's default).
         resolution: Deployment resolution at which latency is priced.
         proxy_resolution: Resolution of proxy training (None: the proxy's default).
+        proxy_width: Proxy-only width multiplier of every stage (None: the proxy's default; latency is always
+            priced on the real genome, and weights trained narrower are not kept for export).
+        proxy_min_map: Smallest feature map every stage must see during proxy training (None: the proxy's
+            default; 2 = 64 px for the stride-32 networks of the space).
+        proxy_images: Class-stratified training images of the proxy (None: the proxy's default).
         train_device: ``auto`` (CUDA when present), ``cpu`` or ``cuda``.
         seed: Seed of the sampler and of proxy training (the same for every candidate: an identical proxy).
         out: Run folder (default ``runs/<study>``).
@@ -87,6 +92,9 @@ class SearchConfig:
     epochs: int | None = None
     resolution: int = 224
     proxy_resolution: int | None = None
+    proxy_width: float | None = None
+    proxy_min_map: int | None = None
+    proxy_images: int | None = None
     train_device: str = "auto"
     seed: int = 0
     out: str | None = None
@@ -155,7 +163,8 @@ class SearchConfig:
         """The :class:`~nas.ProxyConfig` every candidate and baseline of this search is scored with."""
         from ._proxy import ProxyConfig
 
-        over = {"epochs": self.epochs, "resolution": self.proxy_resolution}
+        over = {"epochs": self.epochs, "resolution": self.proxy_resolution, "width_multiplier": self.proxy_width,
+                "min_stage_map": self.proxy_min_map, "train_size": self.proxy_images}
         return dataclasses.replace(ProxyConfig(), **{k: v for k, v in over.items() if v is not None},
                                    **self.extra.get("proxy", {}))
 
@@ -167,7 +176,7 @@ class SearchConfig:
         """Settings a study is bound to: resuming it with different ones is refused."""
         return {"device": self.device, "dataset": self.dataset, "proxy": self.proxy, "resolution": self.resolution,
                 "zero_cost_method": self.zero_cost_method if self.proxy == "zero-cost" else None,
-                "epochs": self.epochs, "proxy_resolution": self.proxy_resolution, "latency_max": self.latency_max}
+                "proxy_config": self.proxy_config().to_dict(), "latency_max": self.latency_max}
 
 
 @dataclass(frozen=True)
@@ -321,6 +330,11 @@ class _Evaluator:
         self.proxy_config = config.proxy_config()
         self.device = _train_device(config.train_device)
 
+    @property
+    def keeps_weights(self) -> bool:
+        """Trained weights fit the real genome (for ``nas.export``) only when the proxy trained it at full width."""
+        return self.config.proxy == "train" and self.proxy_config.width_multiplier == 1.0
+
     def score(self, genome, *, keep_weights: bool) -> tuple[float, dict[str, Any], dict | None]:
         if self.config.proxy == "zero-cost":
             from ._zerocost import zero_cost_score
@@ -394,7 +408,7 @@ def _objective(config: SearchConfig, evaluator: _Evaluator, space, study, deadli
         if not c.go:
             _skip(trial, c)
         try:
-            acc, info, state = evaluator.score(genome, keep_weights=config.proxy == "train")
+            acc, info, state = evaluator.score(genome, keep_weights=evaluator.keeps_weights)
         except Exception as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
             raise

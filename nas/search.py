@@ -53,7 +53,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fashion-mnist (default), cifar10, cifar100, imagefolder:PATH, synthetic")
     g.add_argument("--data-dir", default=None, help="look for the dataset here first (also $NAS_DATA_DIR)")
     g.add_argument("--epochs", type=int, default=None, help="proxy training epochs (default: the proxy's)")
-    g.add_argument("--proxy-resolution", type=int, default=None, help="proxy training resolution (default 32)")
+    g.add_argument("--proxy-resolution", type=int, default=None, help="proxy training resolution (default: the "
+                   "proxy's; raised per genome where --proxy-min-map or MobileViT patches need it)")
+    g.add_argument("--proxy-min-map", type=int, default=None, metavar="N",
+                   help="every stage sees at least an NxN map during proxy training (2: 64 px for stride 32)")
+    g.add_argument("--proxy-width", type=float, default=None, metavar="X",
+                   help="proxy-only width multiplier (latency is priced on the real genome; weights of a narrower "
+                        "proxy are not kept for export)")
+    g.add_argument("--proxy-images", type=int, default=None, metavar="N",
+                   help="class-stratified training images of the proxy")
     g.add_argument("--train-device", default="auto", help="auto (CUDA when present), cpu, cuda")
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker (default: (cores - 1) / workers, at least 1)")
@@ -87,7 +95,8 @@ def main(argv: list[str] | None = None) -> int:
             device=args.device, trials=args.trials, timeout=args.timeout, latency_max=args.latency_max,
             sampler=args.sampler, storage=args.storage, study=args.study, dataset=args.dataset,
             data_dir=args.data_dir, epochs=args.epochs, resolution=args.resolution,
-            proxy_resolution=args.proxy_resolution, train_device=args.train_device, seed=args.seed, out=args.out,
+            proxy_resolution=args.proxy_resolution, proxy_width=args.proxy_width, proxy_min_map=args.proxy_min_map,
+            proxy_images=args.proxy_images, train_device=args.train_device, seed=args.seed, out=args.out,
             proxy=args.proxy, zero_cost_method=args.zero_cost_method, lut_db=args.lut_db, workers=args.workers,
             baselines=not args.no_baselines, population_size=args.population_size,
             heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, threads=args.threads,

@@ -21,6 +21,7 @@ from nas import (
     train_proxy,
     zero_cost_score,
 )
+from nas._proxy import proxy_genome
 from search_space import Genome, SearchSpace, StageGenome, build_model, reparameterize, zoo
 
 #: A quick recipe for tests: no hopeless check unless a test asks for one.
@@ -136,6 +137,11 @@ def test_callback_exception_aborts(synthetic: ProxyData) -> None:
     (dict(hopeless_after=0.0), "`hopeless_after`"),
     (dict(max_seconds=-1), "`max_seconds`"),
     (dict(batch_size=True), "`batch_size`"),
+    (dict(width_multiplier=0.0), "`width_multiplier`"),
+    (dict(width_multiplier=9.0), "`width_multiplier`"),
+    (dict(width_multiplier="0.5"), "`width_multiplier`"),
+    (dict(min_stage_map=0), "`min_stage_map`"),
+    (dict(min_stage_map=1.5), "`min_stage_map`"),
 ])
 def test_config_is_validated(kwargs: dict, match: str) -> None:
     with pytest.raises(SearchConfigError, match=match):
@@ -145,6 +151,8 @@ def test_config_is_validated(kwargs: dict, match: str) -> None:
 def test_config_round_trip() -> None:
     cfg = ProxyConfig(epochs=3, max_seconds=10.0)
     assert ProxyConfig.from_dict(cfg.to_dict()) == cfg
+    cfg = ProxyConfig(resolution=64, width_multiplier=0.5, min_stage_map=2)
+    assert ProxyConfig.from_dict(cfg.to_dict()) == cfg and cfg.to_dict()["min_stage_map"] == 2
     with pytest.raises(SearchConfigError, match="unknown proxy option"):
         ProxyConfig.from_dict({"epoch": 1})
 
@@ -166,6 +174,73 @@ def test_sampled_genomes_fit_the_proxy_resolution() -> None:
         g = space.sample(seed)
         assert proxy_resolution(g, 32) in (32, 64)
         assert proxy_resolution(g, 16) >= 16
+
+
+def test_defaults_keep_the_genome_and_resolution() -> None:
+    cfg = ProxyConfig()
+    assert (cfg.width_multiplier, cfg.min_stage_map, cfg.resolution) == (1.0, None, 32)
+    g = _tiny()
+    assert proxy_genome(g, cfg.width_multiplier) is g
+    assert proxy_resolution(g, 32, min_stage_map=None) == 32
+
+
+def test_width_multiplier_scales_the_trained_network(synthetic: ProxyData) -> None:
+    half = proxy_genome(_tiny(), 0.5)
+    assert half.widths == (8, 16, 16, 24) and half.depths == _tiny().depths
+    assert proxy_genome(_tiny(), 0.1).widths == (8, 8, 8, 8)  # never below 8
+    assert proxy_genome(_tiny(), 2.0).widths == (32, 48, 64, 96)
+    r = train_proxy(_tiny(), synthetic, config=dataclasses.replace(FAST, epochs=1, width_multiplier=0.5))
+    assert r.num_params == sum(p.numel() for p in build_model(half, num_classes=10).parameters())
+    assert r.num_params < sum(p.numel() for p in build_model(_tiny(), num_classes=10).parameters())
+
+
+@pytest.mark.parametrize("multiplier", [0.25, 0.5, 0.75])
+def test_scaled_genomes_stay_valid(multiplier: float) -> None:
+    genomes = list(zoo.values()) + [SearchSpace().sample(s) for s in range(20)]
+    for g in genomes:
+        scaled = proxy_genome(g, multiplier)
+        assert all(w % 8 == 0 and w >= 8 for w in scaled.widths)
+        res = proxy_resolution(scaled, 32, min_stage_map=2)
+        with torch.no_grad():
+            out = build_model(scaled, num_classes=10).eval()(torch.zeros(1, 3, res, res))
+        assert out.shape == (1, 10), g.key()
+
+
+def test_min_stage_map_raises_the_resolution(synthetic: ProxyData) -> None:
+    # every stage sees at least a 2x2 map at 64 px (stride 32); MobileViT's divisibility still holds on top
+    assert {n: proxy_resolution(g, 32, min_stage_map=2) for n, g in zoo.items()} == {n: 64 for n in zoo}
+    assert {n: proxy_resolution(g, 32, min_stage_map=1) for n, g in zoo.items()} == {
+        n: 64 if n == "mobilevit_xs" else 32 for n in zoo}
+    assert proxy_resolution(_tiny(), 32, min_stage_map=3) == 96
+    assert proxy_resolution(zoo["mobilevit_xs"], 32, min_stage_map=3) == 128  # a 3x3 map does not take 2x2 patches
+    assert proxy_resolution(_tiny(), 128, min_stage_map=2) == 128  # never lowered
+    with pytest.raises(SearchConfigError, match="`min_stage_map`"):
+        proxy_resolution(_tiny(), 32, min_stage_map=0)
+    r = train_proxy(_tiny(), synthetic, config=dataclasses.replace(FAST, epochs=1, min_stage_map=2))
+    assert r.resolution == 64
+
+
+def test_train_loss_is_the_last_epoch_mean(synthetic: ProxyData) -> None:
+    r = train_proxy(_tiny(), synthetic, config=FAST)
+    # FAST: 2 epochs of 16 steps, a check at the end of epoch 1: the final record averages exactly epoch 2
+    assert r.steps == 32 and r.history[0]["step"] == 16
+    assert r.train_loss == pytest.approx(r.history[-1]["train_loss"])
+    assert r.to_dict()["train_loss"] == r.train_loss and r.score_split == "val"
+
+
+def test_scores_on_the_test_split(synthetic: ProxyData) -> None:
+    cfg = dataclasses.replace(FAST, epochs=1)
+    val = train_proxy(_tiny(), synthetic, config=cfg)
+    test = train_proxy(_tiny(), synthetic, config=cfg, score_split="test")
+    assert test.score_split == "test" and test.steps == val.steps and test.train_loss == val.train_loss
+    n_test = len(synthetic.test_y)
+    assert abs(test.accuracy * n_test - round(test.accuracy * n_test)) < 1e-6  # scored on all the test images
+    assert (test.accuracy, test.loss) != (val.accuracy, val.loss)
+    with pytest.raises(SearchConfigError, match="`score_split`"):
+        train_proxy(_tiny(), synthetic, config=cfg, score_split="train")
+    no_test = dataclasses.replace(synthetic, test_x=None, test_y=None)
+    with pytest.raises(SearchConfigError, match="no test set"):
+        train_proxy(_tiny(), no_test, config=cfg, score_split="test")
 
 
 # -- zero-cost -------------------------------------------------------------------------------------------

@@ -252,3 +252,23 @@ def test_storage_opens_in_optuna_dashboard(tmp_path, lut_db):
     assert len(study["directions"]) == 2
     detail = get(f"/api/studies/{study['study_id']}")
     assert len(detail["trials"]) == 2
+
+
+def test_resume_refuses_another_proxy_protocol(tmp_path, lut_db, capsys):
+    base = _args(tmp_path, lut_db, "--proxy", "zero-cost", "--trials", "1", "--no-baselines")
+    assert main(base + ["--proxy-min-map", "2", "--proxy-width", "0.5"]) == 0
+    stored = optuna.load_study(study_name="t", storage=open_storage(str(tmp_path / "s.db"), heartbeat_interval=None)
+                               ).user_attrs["repnas_config"]["proxy_config"]
+    assert stored["min_stage_map"] == 2 and stored["width_multiplier"] == 0.5
+    capsys.readouterr()
+    rc = main(base + ["--proxy-min-map", "2"])  # width back to 1.0
+    err = capsys.readouterr().err
+    assert rc == 2 and "created with other settings" in err and "width_multiplier" in err
+
+
+@pytest.mark.parametrize("extra", [["--proxy-width", "0"], ["--proxy-min-map", "0"], ["--proxy-images", "1"]])
+def test_bad_proxy_options_give_one_message_and_store_nothing(tmp_path, lut_db, capsys, extra):
+    rc = main(_args(tmp_path, lut_db, "--trials", "1", "--no-baselines", *extra))
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("error:") == 1 and "Traceback" not in err
+    assert not (tmp_path / "s.db").exists()
