@@ -23,6 +23,7 @@ _SECRET_KEYS = ("password", "passwd", "pwd", "secret", "token", "apikey", "api_k
 _QUERY_SECRET = re.compile(r"(?i)([?&;](?:[^=&;#\s]*(?:" + "|".join(_SECRET_KEYS) + r")[^=&;#\s]*)=)([^&;#\s]*)")
 #: ``scheme:`` with any number of slashes, then ``userinfo@``; the userinfo runs to the *last* ``@`` before the
 #: query, so an unencoded ``@`` in the password is hidden with the rest of it.
+_MIN_FREE_TEXT_SECRET = 4
 _SCHEME = re.compile(r"^(?P<scheme>[A-Za-z][A-Za-z0-9+.\-]*:/*)(?P<rest>.*)$", re.S)
 
 
@@ -31,15 +32,23 @@ def redact_url(url: object) -> str:
     text = url.render_as_string(hide_password=True) if hasattr(url, "render_as_string") else str(url)
     m = _SCHEME.match(text)
     if m:
-        rest = m.group("rest")
-        head, sep, query = rest.partition("?")
-        if "@" in head:
-            userinfo, _, host = head.rpartition("@")
-            if ":" in userinfo:
-                user = userinfo.split(":", 1)[0]
-                head = f"{user}:{MASK}@{host}"
-        text = m.group("scheme") + head + sep + query
+        parts = _userinfo(m.group("rest"))
+        if parts is not None:
+            user, _, host = parts
+            text = f"{m.group('scheme')}{user}:{MASK}@{host}"
     return _QUERY_SECRET.sub(lambda q: q.group(1) + MASK, text)
+
+
+def _userinfo(rest: str) -> tuple[str, str, str] | None:
+    """``(user, password, rest-after-@)`` of ``user:password@host...``, the password running to the *last* ``@``
+    (so ``?``, ``/`` or ``@`` inside an unencoded password stay hidden); None without credentials."""
+    if "@" not in rest:
+        return None
+    userinfo, _, host = rest.rpartition("@")
+    user, colon, password = userinfo.partition(":")
+    if not colon or "/" in user:  # no password, or a path (sqlite:////tmp/a:b@c.db)
+        return None
+    return user, password, host
 
 
 def url_secrets(url: object) -> list[str]:
@@ -47,12 +56,9 @@ def url_secrets(url: object) -> list[str]:
     text = url.render_as_string(hide_password=False) if hasattr(url, "render_as_string") else str(url)
     found: list[str] = []
     m = _SCHEME.match(text)
-    if m:
-        head = m.group("rest").partition("?")[0]
-        if "@" in head:
-            userinfo = head.rpartition("@")[0]
-            if ":" in userinfo:
-                found.append(userinfo.split(":", 1)[1])
+    parts = _userinfo(m.group("rest")) if m else None
+    if parts is not None:
+        found.append(parts[1])
     found += [q.group(2) for q in _QUERY_SECRET.finditer(text)]
     out: list[str] = []
     for s in found:
@@ -69,7 +75,7 @@ def scrub(text: object, urls: Iterable[object] = ()) -> str:
     """
     s = str(text)
     for secret in sorted({x for u in urls if u for x in url_secrets(u)}, key=len, reverse=True):
-        if len(secret) >= 1:
+        if len(secret) >= _MIN_FREE_TEXT_SECRET:  # shorter ones would mangle words; URLs are redacted below
             s = s.replace(secret, MASK)
     # URLs embedded in free text: redact each whitespace- or quote-delimited token that looks like one
     return re.sub(r"(?:[A-Za-z][A-Za-z0-9+.\-]*:/+[^\s'\"]+|[A-Za-z][A-Za-z0-9+.\-]*:/[^\s'\"]*@[^\s'\"]*)"

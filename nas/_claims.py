@@ -27,7 +27,7 @@ from dataclasses import dataclass
 __all__ = ["CLAIM_ATTR", "Claim", "claim"]
 
 CLAIM_ATTR = "claim"
-"""User attribute holding the key a RUNNING trial claims (None once it steps back)."""
+"""User attribute ``[trial number, key]`` a RUNNING trial claims (None once it steps back)."""
 KEY_ATTR = "genome_key"
 """User attribute holding the key a trial was scored under (kept on COMPLETE trials)."""
 
@@ -45,38 +45,38 @@ class Claim:
 
 
 def claim(study, trial, key: str, *, target: int | None = None, poll: float = 2.0,
-          deadline: float | None = None) -> Claim:
+          deadline: float | None = None, cancelled=None) -> Claim:
     """Claim ``key`` for ``trial`` (an ``optuna.Trial`` of ``study``); see the module docstring.
 
     Args:
         target: COMPLETE trials the study should end with (None: no limit, only duplicates are refused).
         poll: Mean seconds between looks while waiting for claimed trials to finish.
         deadline: ``time.monotonic()`` after which a waiting claim gives up as ``full``.
+        cancelled: A callable; once it returns True (Ctrl-C) a waiting claim gives up as ``full``.
     """
     import optuna
 
     S = optuna.trial.TrialState
     rng = random.Random()
     while True:
-        trial.set_user_attr(CLAIM_ATTR, key)
-        others = [t for t in study.get_trials(deepcopy=False, states=(S.COMPLETE, S.RUNNING))
-                  if t.number != trial.number]
+        trial.set_user_attr(CLAIM_ATTR, [trial.number, key])
+        others = [t for t in _fresh_trials(study, (S.COMPLETE, S.RUNNING)) if t.number != trial.number]
         done = [t for t in others if t.state == S.COMPLETE and t.user_attrs.get(KEY_ATTR) == key and t.values]
-        busy = [t for t in others if t.state == S.RUNNING and t.user_attrs.get(CLAIM_ATTR) == key]
+        busy = [t for t in others if t.state == S.RUNNING and _claimed(t) == key]
         if done or busy:
             trial.set_user_attr(CLAIM_ATTR, None)
             return Claim("duplicate", (done or busy)[0].number)
         if target is None:
             break
         complete = sum(t.state == S.COMPLETE for t in others)
-        in_flight = sum(t.state == S.RUNNING and t.user_attrs.get(CLAIM_ATTR) is not None for t in others)
+        in_flight = sum(t.state == S.RUNNING and _claimed(t) is not None for t in others)
         if complete >= target:
             trial.set_user_attr(CLAIM_ATTR, None)
             return Claim("full")
         if complete + in_flight < target:
             break
         trial.set_user_attr(CLAIM_ATTR, None)  # step back while the claimed trials finish (or fail)
-        if deadline is not None and time.monotonic() >= deadline:
+        if (deadline is not None and time.monotonic() >= deadline) or (cancelled is not None and cancelled()):
             return Claim("full")
         time.sleep(poll * (0.5 + rng.random()))
         with warnings.catch_warnings():
@@ -84,3 +84,19 @@ def claim(study, trial, key: str, *, target: int | None = None, poll: float = 2.
             optuna.storages.fail_stale_trials(study)
     trial.set_user_attr(KEY_ATTR, key)
     return Claim("go")
+
+
+def _claimed(t) -> str | None:
+    """The key trial ``t`` claims itself. A retried trial inherits its failed original's user attributes (Optuna's
+    ``RetryHeartbeatStaleTrialCallback`` copies them), so a mark counts only if it names ``t``'s own number."""
+    mark = t.user_attrs.get(CLAIM_ATTR)
+    if isinstance(mark, list) and len(mark) == 2 and mark[0] == t.number:
+        return mark[1]
+    return None
+
+
+def _fresh_trials(study, states):
+    """The study's trials read from the database itself: Optuna's trial cache can miss a trial whose insert
+    committed after a later-numbered trial had already finished, and a claim must see every trial."""
+    storage = getattr(study._storage, "_backend", study._storage)
+    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)

@@ -68,6 +68,8 @@ def check_run_folder(out: Path, study: str, study_uid: str | None = None) -> Non
     if not out.is_dir() or not any(out.iterdir()):
         return
     owner = _owner(out)
+    if owner is None and _written_by(out) == study:  # a run folder of an earlier version, before the marker
+        return
     if owner is None:
         raise SearchConfigError(
             f"run folder {out} already holds files and is not the run folder of study {study!r} (no {OWNER_FILE}); "
@@ -79,13 +81,36 @@ def check_run_folder(out: Path, study: str, study_uid: str | None = None) -> Non
             + f", not to {study!r}; nothing was written: pass another --out or --study")
 
 
-def claim_run_folder(out: Path, study: str, study_uid: str) -> None:
-    """Create ``out`` (if needed) and mark it as ``study``'s, after :func:`check_run_folder` allowed it."""
+def _written_by(out: Path) -> str | None:
+    """The study named in ``out/pareto.json`` (run folders of earlier versions carry no marker), or None."""
+    try:
+        doc = json.loads((out / "pareto.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return doc.get("study") if isinstance(doc, dict) else None
+
+
+def claim_run_folder(out: Path, study: str, study_uid: str | None) -> None:
+    """Create ``out`` (if needed) and mark it as ``study``'s, after :func:`check_run_folder` allowed it.
+
+    The marker is created exclusively, so of two studies claiming one new folder at the same moment the second
+    is refused; a marker without the study's id (``study_uid`` unknown) gets it later.
+    """
+    from ._errors import SearchConfigError
+
     check_run_folder(out, study, study_uid)
     out.mkdir(parents=True, exist_ok=True)
-    owner = _owner(out)
-    if owner is None or owner.get("study_uid") != study_uid:
-        _atomic_write(out / OWNER_FILE, json.dumps({"study": study, "study_uid": study_uid}, indent=2) + "\n")
+    doc = {"study": study, **({"study_uid": study_uid} if study_uid else {})}
+    try:
+        with open(out / OWNER_FILE, "x", encoding="utf-8") as fh:
+            fh.write(json.dumps(doc, indent=2) + "\n")
+    except FileExistsError:
+        owner = _owner(out) or {}
+        if owner.get("study") != study or (study_uid and owner.get("study_uid") not in (None, study_uid)):
+            raise SearchConfigError(f"run folder {out} was just claimed by study {owner.get('study')!r}; nothing "
+                                    "was written: pass another --out") from None
+        if study_uid and owner.get("study_uid") is None:
+            _atomic_write(out / OWNER_FILE, json.dumps(doc, indent=2) + "\n")
 
 
 @dataclass(frozen=True)

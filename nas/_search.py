@@ -8,6 +8,7 @@ queue, so each baseline is trained exactly once however many workers start toget
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import math
@@ -375,7 +376,8 @@ def _save_weights(state_dict: dict, path: Path) -> None:
     os.replace(tmp, path)
 
 
-def _objective(config: SearchConfig, evaluator: _Evaluator, space, study, deadline: float | None = None):
+def _objective(config: SearchConfig, evaluator: _Evaluator, space, study, deadline: float | None = None,
+               stop: _StopOnSigint | None = None):
     import optuna
 
     from latency_lut import predict_latency
@@ -404,11 +406,13 @@ def _objective(config: SearchConfig, evaluator: _Evaluator, space, study, deadli
                 raise optuna.TrialPruned(reason)
         # a genome already scored (or being scored by another worker) is never trained again, and no worker
         # starts a trial once the COMPLETE and in-flight trials reach the target
-        c = claim(study, trial, genome.key(), target=config.trials, deadline=deadline)
+        c = claim(study, trial, genome.key(), target=config.trials, deadline=deadline,
+                  cancelled=lambda: stop is not None and stop.requested)
         if not c.go:
             _skip(trial, c)
         try:
-            acc, info, state = evaluator.score(genome, keep_weights=evaluator.keeps_weights)
+            with stop.armed() if stop is not None else contextlib.nullcontext():
+                acc, info, state = evaluator.score(genome, keep_weights=evaluator.keeps_weights)
         except Exception as e:
             trial.set_user_attr("fail_reason", f"{type(e).__name__}: {e}")
             raise
@@ -436,7 +440,7 @@ def _skip(trial, c) -> None:
     raise optuna.TrialPruned("target reached")
 
 
-def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
+def _baseline_objective(config: SearchConfig, evaluator: _Evaluator, stop: _StopOnSigint | None = None):
     import optuna
 
     from latency_lut import predict_latency
@@ -466,7 +470,8 @@ def _baseline_objective(config: SearchConfig, evaluator: _Evaluator):
         trial.set_user_attr("latency_source", source)
         trial.set_user_attr("latency_resolution", res)
         trial.set_user_attr("worker_pid", os.getpid())
-        acc, info, _ = evaluator.score(genome, keep_weights=False)  # zoo weights are not needed for export
+        with stop.armed() if stop is not None else contextlib.nullcontext():
+            acc, info, _ = evaluator.score(genome, keep_weights=False)  # zoo weights are not needed for export
         for k, v in info.items():
             if v is not None:
                 trial.set_user_attr(k, v)
@@ -538,7 +543,7 @@ def _bind_identity(config: SearchConfig, study, created: bool) -> str:
     if attrs is None:  # a study of an older version, or its creator died before storing the settings
         study.set_user_attr("repnas_config", ident)
         attrs = study.user_attrs
-    stored = attrs["repnas_config"]
+    stored = _upgrade_identity(attrs["repnas_config"])
     if {k: stored.get(k) for k in ident} != ident:
         diff = {k: (stored.get(k), ident[k]) for k in ident if stored.get(k) != ident[k]}
         raise SearchConfigError(
@@ -552,6 +557,19 @@ def _bind_identity(config: SearchConfig, study, created: bool) -> str:
         uid = hashlib.sha256(f"{study.study_name}:{study._study_id}".encode()).hexdigest()[:32]
         study.set_user_attr("repnas_uid", uid)
     return uid
+
+
+def _upgrade_identity(stored: dict[str, Any]) -> dict[str, Any]:
+    """A study identity stored by an earlier version (``epochs`` and ``proxy_resolution`` instead of the whole
+    ``proxy_config``) in today's form: the proxy recipe those two options gave, everything else at its default."""
+    if "proxy_config" in stored or "epochs" not in stored:
+        return stored
+    from ._proxy import ProxyConfig
+
+    over = {"epochs": stored.get("epochs"), "resolution": stored.get("proxy_resolution")}
+    pc = dataclasses.replace(ProxyConfig(), **{k: v for k, v in over.items() if v is not None})
+    rest = {k: v for k, v in stored.items() if k not in ("epochs", "proxy_resolution")}
+    return {**rest, "proxy_config": pc.to_dict()}
 
 
 def _wait_for(get, timeout: float = 15.0, step: float = 0.2):
@@ -678,7 +696,7 @@ def _remaining(deadline: float | None) -> float | None:
 def _run_baselines(config: SearchConfig, evaluator: _Evaluator, bstudy, deadline: float | None, stop) -> int:
     import optuna
 
-    objective = _baseline_objective(config, evaluator)
+    objective = _baseline_objective(config, evaluator, stop)
     waiting = (optuna.trial.TrialState.WAITING,)
     ran = 0
     while not stop.requested and (deadline is None or time.monotonic() < deadline):
@@ -704,7 +722,7 @@ def _run_search_trials(config: SearchConfig, evaluator: _Evaluator, study, deadl
     bar = _Progress(config, study, progress)
     try:
         study.optimize(
-            _objective(config, evaluator, _space(config), study, deadline=deadline),
+            _objective(config, evaluator, _space(config), study, deadline=deadline, stop=stop),
             timeout=_remaining(deadline),
             catch=_catch(),
             callbacks=[optuna.study.MaxTrialsCallback(config.trials, states=complete), _RunawayGuard(config.trials),
@@ -718,10 +736,13 @@ def _run_search_trials(config: SearchConfig, evaluator: _Evaluator, study, deadl
 
 
 class _StopOnSigint:
-    """SIGINT raises ``KeyboardInterrupt`` and also stops the study after the trial in flight.
+    """SIGINT stops the worker within the trial in flight.
 
-    Python drops a ``KeyboardInterrupt`` raised inside a finalizer or weakref callback ("Exception ignored
-    in ..."), so the flag and the Optuna callback make sure a Ctrl-C always stops the worker within one trial.
+    During a candidate's training (:meth:`armed`) the first SIGINT raises ``KeyboardInterrupt`` at once (the
+    trial is lost); anywhere else, and for every later SIGINT, it only sets a flag, which the Optuna callback
+    turns into ``study.stop()`` and :meth:`reraise` into ``KeyboardInterrupt`` once Optuna has finished its
+    bookkeeping (an interrupt inside Optuna's ``tell`` would leave a RUNNING trial and a traceback). Python also
+    drops a ``KeyboardInterrupt`` raised inside a finalizer ("Exception ignored in ..."); the flag covers that.
     Only the main thread can set signal handlers; elsewhere this does nothing.
     """
 
@@ -729,6 +750,8 @@ class _StopOnSigint:
         self.requested = False
         self._installed = False
         self._previous = None
+        self._armed = False
+        self._raised = False
 
     def __enter__(self) -> _StopOnSigint:
         import signal
@@ -756,7 +779,20 @@ class _StopOnSigint:
 
     def _handle(self, signum, frame) -> None:
         self.requested = True
-        raise KeyboardInterrupt
+        if self._armed and not self._raised:  # only inside training: never in the middle of Optuna's bookkeeping
+            self._raised = True
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def armed(self):
+        """Within this block (a candidate's training) SIGINT raises at once; elsewhere it only sets the flag."""
+        if self.requested:
+            raise KeyboardInterrupt
+        self._armed = True
+        try:
+            yield
+        finally:
+            self._armed = False
 
     def __call__(self, study, trial) -> None:  # an Optuna callback
         if self.requested:
@@ -796,7 +832,8 @@ class _RunawayGuard:
     def __call__(self, study, trial) -> None:
         import optuna
 
-        if trial.state != optuna.trial.TrialState.COMPLETE:
+        skipped = "duplicate_of" in trial.user_attrs or "skipped" in trial.user_attrs  # nothing was trained
+        if trial.state != optuna.trial.TrialState.COMPLETE and not skipped:
             self.seen += 1
             if self.seen >= self.limit:
                 _logger.error("stopping: %d trials of this worker failed or were rejected (see report.md for the "
@@ -870,7 +907,7 @@ def collect_candidates(config: SearchConfig, study=None) -> tuple[list[Candidate
 def write_report(config: SearchConfig, *, proxy_description: str = "", dataset_source: str = "") -> SearchResult:
     """Write the run folder from what the storage holds now; returns the front and baselines."""
     study = load_existing_study(open_storage(config.storage, heartbeat_interval=None), config.study_name)
-    claim_run_folder(config.out_dir, config.study_name, study.user_attrs.get("repnas_uid") or "")
+    claim_run_folder(config.out_dir, config.study_name, study.user_attrs.get("repnas_uid"))
     cands, baselines, counts = collect_candidates(config, study)
     unfinished = set(counts.pop("unfinished"))
     label = latency_label(config.device)
@@ -951,7 +988,7 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
         else:
             _run_local_workers(config)
     except KeyboardInterrupt:
-        _logger.warning("interrupted: writing the report from the trials completed so far")
+        _logger.info("writing the report from the trials completed so far")
         _report_after_interrupt(config, data)
         raise
     ev_desc = _describe_proxy(config)

@@ -107,8 +107,9 @@ def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict, *, attempts: int =
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, **kwargs)
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-            if attempt == attempts - 1:
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as e:
+            racing = not isinstance(e, sqlalchemy.exc.OperationalError) or "already exists" in str(e)
+            if not racing or attempt == attempts - 1:  # SQLite reports the race as "table ... already exists"
                 raise
             time.sleep(0.2 + random.random() * 0.5 * (attempt + 1))
     raise AssertionError("unreachable")

@@ -13,6 +13,9 @@ CASES = [
     ("postgresql:/nas:pw9731@db/nas", "postgresql:/nas:***@db/nas"),  # malformed: one slash
     ("postgresql://nas:pw@9731@db/nas", "postgresql://nas:***@db/nas"),  # unencoded @ in the password
     ("postgresql://nas:pw%409731@db/nas", "postgresql://nas:***@db/nas"),  # percent-encoded
+    ("postgresql://nas:pw?9731@db/nas", "postgresql://nas:***@db/nas"),  # unencoded ? in the password
+    ("postgresql:/nas:pw?9731@db/nas", "postgresql:/nas:***@db/nas"),
+    ("postgresql://nas:pw/9731@db/nas", "postgresql://nas:***@db/nas"),  # unencoded / in the password
     ("mysql://u:pw9731@h/db?ssl_key=x&sslpassword=pw9731", "mysql://u:***@h/db?ssl_key=x&sslpassword=***"),
 ]
 

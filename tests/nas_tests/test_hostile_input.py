@@ -403,3 +403,20 @@ def test_export_removes_temporaries_of_killed_exports(tmp_path, lut_db, capsys):
     assert rc == 0, capsys.readouterr().err
     assert not stale.exists()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".export")] == []
+
+
+def test_an_inherited_claim_does_not_count():
+    # Optuna's retry of a stale trial copies its user attributes, claim included: the copy has not claimed anything
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    copy = study.ask()
+    copy.set_user_attr("claim", [copy.number + 1000, "g"])  # the mark of the failed original, another number
+    c = claim(study, study.ask(), "g", target=1, poll=0.01, deadline=time.monotonic() + 1)
+    assert c.go
+
+
+def test_identity_of_an_earlier_version_is_upgraded_not_refused():
+    from nas._search import SearchConfig, _upgrade_identity
+
+    cfg = SearchConfig(dataset="synthetic", epochs=2)
+    old = {k: v for k, v in cfg.identity().items() if k != "proxy_config"} | {"epochs": 2, "proxy_resolution": None}
+    assert _upgrade_identity(old) == cfg.identity()
