@@ -137,6 +137,9 @@ class SearchConfig:
         need(self.population_size is None or self.population_size >= 2,
              f"population size must be >= 2, got {self.population_size!r}")
         need(self.heartbeat_interval >= 1, f"heartbeat interval must be >= 1 s, got {self.heartbeat_interval}")
+        need(self.grace_period is None or self.grace_period > self.heartbeat_interval,
+             f"grace period must exceed the heartbeat interval ({self.heartbeat_interval} s), got {self.grace_period} "
+             "(live trials would be failed as stale and trained again)")
         need(self.threads is None or (isinstance(self.threads, int) and not isinstance(self.threads, bool)
                                       and self.threads >= 1), f"--threads must be >= 1, got {self.threads!r}")
         if self.study is not None:
