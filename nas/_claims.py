@@ -24,7 +24,7 @@ import time
 import warnings
 from dataclasses import dataclass
 
-__all__ = ["CLAIM_ATTR", "Claim", "claim"]
+__all__ = ["CLAIM_ATTR", "Claim", "claim", "fail_stale"]
 
 CLAIM_ATTR = "claim"
 """User attribute ``[trial number, key]`` a RUNNING trial claims (None once it steps back)."""
@@ -79,9 +79,7 @@ def claim(study, trial, key: str, *, target: int | None = None, poll: float = 2.
         if (deadline is not None and time.monotonic() >= deadline) or (cancelled is not None and cancelled()):
             return Claim("full")
         time.sleep(poll * (0.5 + rng.random()))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
+        fail_stale(study)
     trial.set_user_attr(KEY_ATTR, key)
     return Claim("go")
 
@@ -100,3 +98,12 @@ def _fresh_trials(study, states):
     committed after a later-numbered trial had already finished, and a claim must see every trial."""
     storage = getattr(study._storage, "_backend", study._storage)
     return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
+
+
+def fail_stale(study) -> None:
+    """Fail (and, with a retry callback, re-queue) the study's RUNNING trials whose heartbeat went stale."""
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        optuna.storages.fail_stale_trials(study)

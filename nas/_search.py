@@ -816,13 +816,9 @@ def _default_threads(workers: int) -> int:
 
 
 def _fail_stale(study) -> None:
-    import warnings
+    from ._claims import fail_stale
 
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)
+    fail_stale(study)
 
 
 class _RunawayGuard:

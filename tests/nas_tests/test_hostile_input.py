@@ -27,6 +27,7 @@ from nas._storage import open_storage
 from nas.search import main
 
 from ._postgres import PostgresServer, pg_bin
+from ._util import wait_until as _wait
 
 ROOT = Path(__file__).resolve().parents[2]
 S = optuna.trial.TrialState
@@ -65,13 +66,17 @@ def _popen(argv: list[str], cwd: Path) -> subprocess.Popen:
                             stderr=subprocess.PIPE, text=True)
 
 
-def _wait(pred, timeout: float, step: float = 0.3) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
+def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "nas.search", *argv], cwd=cwd, env=ENV, capture_output=True,
+                          text=True, timeout=600)
+
+
+def _run_together(argv: list[str], cwd: Path, n: int) -> None:
+    """``n`` copies of one command started at the same moment, as on ``n`` machines; each must succeed."""
+    procs = [_popen(argv, cwd) for _ in range(n)]
+    for p in procs:
+        _, err = p.communicate(timeout=600)
+        assert p.returncode == 0, err[-3000:]
 
 
 def _assert_distinct_and_exact(storage: str, study: str, n: int) -> None:
@@ -229,10 +234,7 @@ def test_three_commands_on_postgres_neither_repeat_nor_overshoot(tmp_path, lut_d
     _, url = pg
     argv = _argv(url, lut_db, "--trials", "6", "--heartbeat-interval", "1", "--grace-period", "3", study="three",
                  out=str(tmp_path / "run"))
-    procs = [_popen(argv, tmp_path) for _ in range(3)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+    _run_together(argv, tmp_path, 3)
     _assert_distinct_and_exact(url, "three", 6)
     _assert_baselines_once(url, "three")
     # more trials, one command SIGKILLed mid-trial, then rerun: still exact and distinct
@@ -247,8 +249,7 @@ def test_three_commands_on_postgres_neither_repeat_nor_overshoot(tmp_path, lut_d
     a.wait(30)
     _, err = b.communicate(timeout=600)
     assert b.returncode == 0, err[-3000:]
-    r = subprocess.run([sys.executable, "-m", "nas.search", *argv], cwd=tmp_path, env=ENV, capture_output=True,
-                       text=True, timeout=600)
+    r = _run(argv, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_distinct_and_exact(url, "three", 12)
     _assert_baselines_once(url, "three")
@@ -258,10 +259,7 @@ def test_three_commands_on_postgres_neither_repeat_nor_overshoot(tmp_path, lut_d
 def test_two_commands_on_one_sqlite_study_neither_repeat_nor_overshoot(tmp_path, lut_db):
     storage = str(tmp_path / "s.db")
     argv = _argv(storage, lut_db, "--trials", "5", study="two", out=str(tmp_path / "run"))
-    procs = [_popen(argv, tmp_path) for _ in range(2)]
-    for p in procs:
-        _, err = p.communicate(timeout=600)
-        assert p.returncode == 0, err[-3000:]
+    _run_together(argv, tmp_path, 2)
     _assert_distinct_and_exact(storage, "two", 5)
     _assert_baselines_once(storage, "two")
 
@@ -283,8 +281,7 @@ def test_resume_after_sigkill_and_ctrl_c_trains_no_genome_twice(tmp_path, lut_db
     p.send_signal(signal.SIGKILL)
     p.wait(30)
     time.sleep(4)  # past the grace period
-    r = subprocess.run([sys.executable, "-m", "nas.search", *argv], cwd=tmp_path, env=ENV, capture_output=True,
-                       text=True, timeout=600)
+    r = _run(argv, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_distinct_and_exact(storage, "t", 6)
     # Ctrl-C (SIGINT) of a single-process search: one message, no traceback, the report written
@@ -297,8 +294,7 @@ def test_resume_after_sigkill_and_ctrl_c_trains_no_genome_twice(tmp_path, lut_db
     assert "interrupted" in err and "Traceback" not in err and "KeyboardInterrupt" not in err, err[-3000:]
     front = json.loads((tmp_path / "run" / "pareto.json").read_text())["pareto"]
     assert front
-    r = subprocess.run([sys.executable, "-m", "nas.search", *argv], cwd=tmp_path, env=ENV, capture_output=True,
-                       text=True, timeout=600)
+    r = _run(argv, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     _assert_distinct_and_exact(storage, "t", 9)
     front = json.loads((tmp_path / "run" / "pareto.json").read_text())["pareto"]
@@ -365,13 +361,11 @@ def test_no_password_in_any_message_or_file_of_a_search_and_export(tmp_path, lut
     run = tmp_path / "run"
     texts = []
     argv = _argv(secret_url, lut_db, "--trials", "2", "--no-baselines", study="secret", out=str(run))
-    r = subprocess.run([sys.executable, "-m", "nas.search", *argv], cwd=tmp_path, env=ENV, capture_output=True,
-                       text=True, timeout=600)
+    r = _run(argv, tmp_path)
     assert r.returncode == 0, r.stderr[-3000:]
     texts += [r.stdout, r.stderr]
     # resuming with other settings is refused with the storage named, without its password
-    r = subprocess.run([sys.executable, "-m", "nas.search", *argv, "--resolution", "256"], cwd=tmp_path, env=ENV,
-                       capture_output=True, text=True, timeout=600)
+    r = _run([*argv, "--resolution", "256"], tmp_path)
     assert r.returncode == 2 and "created with other settings" in r.stderr, r.stderr[-3000:]
     texts += [r.stdout, r.stderr]
     trial = next(t.number for t in _trials(url, "secret") if t.state == S.COMPLETE)

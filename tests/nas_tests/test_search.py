@@ -18,6 +18,7 @@ from nas._storage import open_storage
 from nas.search import main
 
 from ._postgres import PostgresServer, pg_bin
+from ._util import wait_until as _wait
 
 ROOT = Path(__file__).resolve().parents[2]
 S = optuna.trial.TrialState
@@ -153,15 +154,6 @@ def test_resume_refuses_other_settings(tmp_path, lut_db, capsys):
     rc = main(_args(tmp_path, lut_db, "--trials", "2", "--no-baselines"))  # now with --proxy train
     err = capsys.readouterr().err
     assert rc == 2 and "created with other settings" in err
-
-
-def _wait(pred, timeout: float, step: float = 0.3) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if pred():
-            return True
-        time.sleep(step)
-    return False
 
 
 @pytest.mark.slow
