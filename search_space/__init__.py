@@ -6,6 +6,7 @@ Importing this package registers ``repnas_<zoo name>`` models with timm.
 from __future__ import annotations
 
 from ._errors import InvalidGenomeError as InvalidGenomeError
+from ._errors import ModelArgumentError as ModelArgumentError
 from ._errors import ModelDirError as ModelDirError
 from ._errors import RepNASError as RepNASError
 from ._genome import DOWNSAMPLES as DOWNSAMPLES
@@ -33,6 +34,7 @@ __all__ = [
     "STEMS",
     "Genome",
     "InvalidGenomeError",
+    "ModelArgumentError",
     "ModelDirError",
     "RepNASError",
     "RepNASNet",

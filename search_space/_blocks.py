@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, GroupNorm1, SqueezeExcite, make_divisible
+from timm.layers import DropPath, GroupNorm1, SelectAdaptivePool2d, SqueezeExcite, create_classifier, make_divisible
+from timm.models import register_notrace_function
 from torch import nn
 
 from ._genome import StageGenome
@@ -33,8 +34,11 @@ __all__ = [
     "ConvFFN",
     "IdentityMixer",
     "MobileViTBlock",
+    "POOL_TYPES",
     "RepNASBlock",
+    "RepNASHead",
     "RepNASStage",
+    "STEM_INPUT_CONVS",
     "create_downsample",
     "create_head",
     "create_stem",
@@ -63,6 +67,8 @@ class IdentityMixer(nn.Module):
     (R8), leaving ``x + N'(x)``: the mixer itself is gone.
     """
 
+    __jit_unused_properties__ = ["fused"]
+
     def __init__(self, dim: int, layer_scale_init: float = 1e-5) -> None:
         super().__init__()
         self.norm = GroupNorm1(dim)
@@ -76,7 +82,8 @@ class IdentityMixer(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = self.norm(x)
-        if self.fused:
+        # attribute checks TorchScript can refine (a property cannot)
+        if self.affine_weight is None or self.affine_bias is None or self.layer_scale is None:
             return x + y
         s = (self.affine_weight - 1).reshape(1, -1, 1, 1)
         t = self.affine_bias.reshape(1, -1, 1, 1)
@@ -196,10 +203,38 @@ class _TransformerLayer(nn.Module):
         return x + self.fc2(self.act(self.fc1(self.norm2(x))))
 
 
+def _resize_to_multiple(x: torch.Tensor, patch_size: int) -> torch.Tensor:
+    """``x`` bilinearly resized up to the nearest multiple of ``patch_size`` (unchanged when it divides)."""
+    h, w = x.shape[-2], x.shape[-1]
+    new_h, new_w = (h + patch_size - 1) // patch_size * patch_size, (w + patch_size - 1) // patch_size * patch_size
+    if new_h != h or new_w != w:
+        x = F.interpolate(x, size=(new_h, new_w), mode="bilinear", align_corners=False)
+    return x
+
+
+def _resize_like(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """``x`` bilinearly resized back to ``ref``'s map size (unchanged when it already has it)."""
+    h, w = ref.shape[-2], ref.shape[-1]
+    if x.shape[-2] != h or x.shape[-1] != w:
+        x = F.interpolate(x, size=(h, w), mode="bilinear", align_corners=False)
+    return x
+
+
+# Data-dependent branches: torch.fx (torchvision's feature extraction, timm's FeatureGraphNet) calls these as
+# leaves instead of tracing into them, so a traced model still resizes only where the map needs it.
+torch.fx.wrap("_resize_to_multiple")
+torch.fx.wrap("_resize_like")
+register_notrace_function(_resize_to_multiple)
+register_notrace_function(_resize_like)
+
+
 class MobileViTBlock(nn.Module):
     """MobileViT v1 block (arXiv 2110.02178): local conv, unfold, transformer, fold, fuse.
 
-    The feature map must divide by the patch size; unlike timm and cvnets it is never resized.
+    As in timm's ``MobileVitBlock``, a feature map that does not divide by the patch size is resized
+    (bilinear) up to the nearest multiple before unfolding and back after folding. ``Genome`` never lets
+    that happen at the deployment resolution, so the deployed (and priced) network has no resize; it only
+    occurs at other input sizes (a backbone fed odd sizes, ``features_only`` at 96 px, ...).
     """
 
     def __init__(
@@ -219,19 +254,15 @@ class MobileViTBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         shortcut = x
         y = self.conv_1x1(self.conv_kxk(x))
-        b, d, h, w = y.shape
         p = self.patch_size
-        if h % p or w % p:
-            raise ValueError(
-                f"MobileViT block: feature map {h}x{w} does not divide by patch size {p}; "
-                "use an input resolution that keeps every MobileViT stage divisible"
-            )
+        y = _resize_to_multiple(y, p)
+        b, d, h, w = y.shape
         nh, nw = h // p, w // p
         # unfold: (B, d, nh, p, nw, p) -> (B * p * p, nh * nw, d): one sequence per intra-patch position
         y = y.reshape(b, d, nh, p, nw, p).permute(0, 3, 5, 2, 4, 1).reshape(b * p * p, nh * nw, d)
         y = self.norm(self.transformer(y))
         y = y.reshape(b, p, p, nh, nw, d).permute(0, 5, 3, 1, 4, 2).reshape(b, d, h, w)
-        y = self.conv_proj(y)
+        y = self.conv_proj(_resize_like(y, shortcut))
         return self.conv_fusion(torch.cat((shortcut, y), dim=1))
 
 
@@ -341,6 +372,15 @@ class RepNASStage(nn.Module):
 # -- stems and heads ------------------------------------------------------------------------------
 
 
+#: The training-form convolutions of each stem that read the input image (timm's ``first_conv``), relative
+#: to the stem. Folding changes them only for ``mobileone`` (to ``0.reparam_conv``).
+STEM_INPUT_CONVS = {
+    "repvit": ("0.conv",),
+    "mobileone": ("0.conv_kxk.0.conv", "0.conv_scale.conv"),
+    "patchify": ("conv",),
+}
+
+
 def create_stem(kind: str, in_chans: int, out_chs: int) -> nn.Module:
     """Stride-4 stem: RepViT (two 3x3 s2 conv+BN), FastViT MobileOne, or ConvNeXt patchify (4x4 s4)."""
     if kind == "repvit":
@@ -370,32 +410,71 @@ def create_head(kind: str, in_chs: int) -> tuple[nn.Module, int]:
     raise ValueError(f"unknown head {kind!r}")
 
 
-class NormLinearHead(nn.Module):
-    """Pooled features -> BN1d (``linear`` head only) -> dropout -> Linear; BN folds into the Linear (R7)."""
+#: ``global_pool`` values (timm's ``SelectAdaptivePool2d`` names; ``''`` keeps the unpooled map).
+POOL_TYPES = ("avg", "max", "avgmax", "catavgmax", "fast", "fastavg", "fastmax", "fastavgmax", "fastcatavgmax", "")
 
-    def __init__(self, in_features: int, num_classes: int, *, use_norm: bool, drop_rate: float = 0.0) -> None:
+
+class RepNASHead(nn.Module):
+    """Classifier head: global pool -> [BN] -> dropout -> fc (timm's ``ClassifierHead`` with RepViT's BN_Linear).
+
+    The ``linear`` head's BN (``use_norm``) belongs to the classifier, as in RepViT: it is created and removed
+    with the classifier (none when ``num_classes == 0``) and folds into ``fc``, so ``pre_logits`` (the pooled
+    features) are the same before and after :func:`search_space.reparameterize`.
+
+    ``pool_type=''`` keeps the unpooled map: with ``num_classes == 0`` the head passes the 4-D map through, with
+    classes ``fc`` is a 1x1 conv (per-position logits), as in timm's ``NormMlpClassifierHead``.
+    """
+
+    __jit_unused_properties__ = ["pool_type"]
+
+    def __init__(
+            self, in_features: int, num_classes: int, *, pool_type: str = "avg", use_norm: bool = False,
+            drop_rate: float = 0.0,
+    ) -> None:
         super().__init__()
         self.in_features = in_features
-        self.norm: nn.Module = nn.BatchNorm1d(in_features) if use_norm else nn.Identity()
+        self.use_norm = use_norm
         self.drop = nn.Dropout(drop_rate)
-        self.fc: nn.Module = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.global_pool = SelectAdaptivePool2d(pool_type=pool_type)
+        self.num_features = in_features
+        self.norm: nn.Module = nn.Identity()
+        self.fc: nn.Module = nn.Identity()
+        self.reset(num_classes, pool_type)
+
+    @property
+    def pool_type(self) -> str:
+        return self.global_pool.pool_type
+
+    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
+        """A new classifier (BN included) for ``num_classes`` (0: none) and, unless None, new pooling."""
+        ref = next(self.parameters(), None)
+        dd = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        pool_type = self.pool_type if pool_type is None else pool_type
+        unpooled = not pool_type
+        # timm's create_classifier: flatten + Linear after pooling, 1x1 conv on the unpooled map
+        self.global_pool, self.fc = create_classifier(self.in_features, num_classes, pool_type, use_conv=unpooled,
+                                                      **dd)
+        self.num_features = self.in_features * self.global_pool.feat_mult()
+        if self.use_norm and num_classes > 0:
+            self.norm = (nn.BatchNorm2d if unpooled else nn.BatchNorm1d)(self.num_features, **dd)
+        else:
+            self.norm = nn.Identity()
+        for m in (self.global_pool, self.norm, self.fc):
+            m.train(self.training)
 
     def forward(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        x = self.drop(self.norm(x))
-        return x if pre_logits else self.fc(x)
-
-    def reset(self, num_classes: int) -> None:
-        ref = self.norm.weight if isinstance(self.norm, nn.BatchNorm1d) else None
-        kw = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
-        self.fc = nn.Linear(self.in_features, num_classes, **kw) if num_classes > 0 else nn.Identity()
+        x = self.global_pool(x)
+        if pre_logits:
+            return x
+        return self.fc(self.drop(self.norm(x)))
 
     @torch.no_grad()
     def reparameterize(self) -> None:
-        if not isinstance(self.norm, nn.BatchNorm1d):
+        if not isinstance(self.norm, nn.modules.batchnorm._BatchNorm):
             return
-        if isinstance(self.fc, nn.Linear):
-            a, t = bn_scale_shift(self.norm)
-            self.fc.bias.add_(self.fc.weight @ t)
-            self.fc.weight.mul_(a.reshape(1, -1))
-            self.norm = nn.Identity()
-        # with no classifier the BN stays: it is the pre-logit feature transform
+        a, t = bn_scale_shift(self.norm)
+        w = self.fc.weight  # Linear (C_out, C) or 1x1 conv (C_out, C, 1, 1)
+        w2 = w.reshape(w.shape[0], -1)
+        self.fc.bias.add_(w2 @ t)
+        w.mul_(a.reshape((1, -1) + (1,) * (w.dim() - 2)))
+        self.norm = nn.Identity()

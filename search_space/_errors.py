@@ -7,7 +7,7 @@ Every error RepNAS raises on purpose derives from :class:`RepNASError`. It lives
 
 from __future__ import annotations
 
-__all__ = ["InvalidGenomeError", "ModelDirError", "RepNASError"]
+__all__ = ["InvalidGenomeError", "ModelArgumentError", "ModelDirError", "RepNASError"]
 
 
 class RepNASError(Exception):
@@ -21,3 +21,8 @@ class InvalidGenomeError(RepNASError, ValueError):
 class ModelDirError(RepNASError, ValueError):
     """An exported model folder (``config.json`` + ``model.safetensors``) is missing, malformed or clashes
     with a registered name."""
+
+
+class ModelArgumentError(RepNASError, ValueError):
+    """An argument of a model or its timm entrypoint (``num_classes``, ``global_pool``, ``out_indices``, ...)
+    is invalid; the message names the argument."""

@@ -85,7 +85,8 @@ class StageGenome:
         ffn_ratio: FFN expansion ratio (the transformer MLP ratio for ``mobilevit``).
         se: Squeeze-excite placement: ``none``, ``alternate`` (RepViT: 1st, 3rd, ... block) or ``all``.
         downsample: Layer entering the stage (``none`` for stage 0, one of ``DOWNSAMPLES`` otherwise).
-        patch_size: MobileViT patch size; the stage's feature map must divide by it. Unused otherwise.
+        patch_size: MobileViT patch size; the stage's feature map at the deployment resolution must divide by
+            it (other input sizes are resized at run time, as timm's MobileViT does). Unused otherwise.
     """
 
     depth: int

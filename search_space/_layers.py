@@ -94,6 +94,8 @@ def _new_conv(*, in_chs: int, out_chs: int, kernel_size: int, stride: int, paddi
 class ConvBN(nn.Module):
     """Conv2d -> BatchNorm2d -> optional activation. ``reparameterize()`` folds the BN into the conv."""
 
+    __jit_unused_properties__ = ["fused"]
+
     def __init__(
             self,
             in_chs: int,
@@ -195,13 +197,17 @@ class MobileOneBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.reparam_conv is not None:
             return self.act(self.se(self.reparam_conv(x)))
-        out = 0
+        out: torch.Tensor | None = None  # typed for TorchScript (no int 0 + Tensor)
         if self.identity is not None:
             out = self.identity(x)
         if self.conv_scale is not None:
-            out = out + self.conv_scale(x)
-        for branch in self.conv_kxk:
-            out = out + branch(x)
+            y = self.conv_scale(x)
+            out = y if out is None else out + y
+        if self.conv_kxk is not None:
+            for branch in self.conv_kxk:
+                y = branch(x)
+                out = y if out is None else out + y
+        assert out is not None
         return self.act(self.se(out))
 
     @torch.no_grad()

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
-from timm.layers import SelectAdaptivePool2d, trunc_normal_
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import trunc_normal_
+from timm.models import checkpoint, checkpoint_seq
 from torch import nn
 
-from ._blocks import NormLinearHead, RepNASStage, create_head, create_stem
-from ._errors import InvalidGenomeError
+from ._blocks import POOL_TYPES, STEM_INPUT_CONVS, RepNASHead, RepNASStage, create_head, create_stem
+from ._errors import InvalidGenomeError, ModelArgumentError
 from ._genome import STAGE_STRIDES, Genome
 
-__all__ = ["RepNASNet", "build_model", "reparameterize"]
+__all__ = ["RepNASNet", "build_model", "default_cfg_for", "reparameterize"]
 
 GenomeLike = Genome | Mapping[str, Any] | str
 
@@ -30,21 +33,91 @@ def as_genome(genome: GenomeLike) -> Genome:
     raise InvalidGenomeError(f"genome: expected a Genome, dict or JSON string, got {type(genome).__name__}")
 
 
+def _conv_names(names: Sequence[str]) -> str | tuple[str, ...]:
+    return names[0] if len(names) == 1 else tuple(names)
+
+
+def default_cfg_for(genome: Genome, **kwargs: Any) -> dict[str, Any]:
+    """timm's pretrained config for ``genome`` (training form); ``kwargs`` override fields."""
+    res = genome.resolution
+    return {
+        "url": "",
+        "num_classes": 1000,
+        "input_size": (3, res, res),
+        "pool_size": (math.ceil(res / STAGE_STRIDES[-1]),) * 2,
+        "crop_pct": 0.95,
+        "interpolation": "bicubic",
+        "mean": IMAGENET_DEFAULT_MEAN,
+        "std": IMAGENET_DEFAULT_STD,
+        "first_conv": _conv_names([f"stem.{n}" for n in STEM_INPUT_CONVS[genome.stem]]),
+        "classifier": "head.fc",
+        "license": "apache-2.0",
+        **kwargs,
+    }
+
+
+def check_global_pool(value: Any, name: str = "global_pool") -> str:
+    if not isinstance(value, str) or value not in POOL_TYPES:
+        raise ModelArgumentError(f"{name}: unknown pooling type {value!r}; expected one of "
+                                 f"{', '.join(map(repr, POOL_TYPES))} ('' keeps the unpooled feature map)")
+    return value
+
+
+def check_feature_indices(indices: Any, num_levels: int = len(STAGE_STRIDES), *, name: str = "out_indices",
+                          ) -> list[int]:
+    """timm's feature selection, checked: None (all levels), an int ``n`` (the last ``n``), or a sequence of
+    level indices (negative ones count from the end), increasing and without repeats. Absolute indices."""
+    levels = f"the model has {num_levels} feature levels (strides {', '.join(map(str, STAGE_STRIDES[:num_levels]))})"
+    if indices is None:
+        return list(range(num_levels))
+    if isinstance(indices, int) and not isinstance(indices, bool):
+        if not 0 < indices <= num_levels:
+            raise ModelArgumentError(f"{name}: last-n {indices} is out of range (1 to {num_levels}); {levels}")
+        return list(range(num_levels - indices, num_levels))
+    if (not isinstance(indices, (list, tuple)) or not indices
+            or any(isinstance(i, bool) or not isinstance(i, int) for i in indices)):
+        raise ModelArgumentError(f"{name}: expected an int (the last n levels) or a non-empty sequence of level "
+                                 f"indices, got {indices!r}")
+    out = []
+    for i in indices:
+        if not -num_levels <= i < num_levels:
+            raise ModelArgumentError(f"{name}: feature index {i} is out of range (0 to {num_levels - 1}, or "
+                                     f"{-num_levels} to -1); {levels}")
+        out.append(i % num_levels)
+    if out != sorted(set(out)):
+        raise ModelArgumentError(f"{name}: {tuple(indices)} must be increasing without repeats (features come "
+                                 f"out in stage order)")
+    return out
+
+
+def _check_rate(name: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+        raise ModelArgumentError(f"{name}: expected a number in [0, 1), got {value!r}")
+    return float(value)
+
+
 class RepNASNet(nn.Module):
     """A network of the RepNAS space, with timm's model interface.
 
     Args:
         genome: The architecture (a :class:`Genome`, its dict, or JSON).
-        num_classes: Classifier outputs (0 for a feature extractor).
+        num_classes: Classifier outputs (0: no classifier; ``forward`` returns the pooled features).
         in_chans: Input channels.
-        global_pool: Pooling type for the head (timm's ``SelectAdaptivePool2d`` names).
+        global_pool: Pooling type of the head (timm's ``SelectAdaptivePool2d`` names; ``''`` keeps the 4-D map).
         drop_rate: Dropout before the classifier.
         drop_path_rate: Stochastic-depth rate, increasing linearly over the blocks.
+
+    Raises:
+        ModelArgumentError: An argument is out of range (the message names it).
     """
+
+    # timm sets these; the getters keep ``first_conv`` naming the stem's input conv(s) of the current form
+    __jit_unused_properties__ = ["pretrained_cfg", "default_cfg", "_traits"]
 
     def __init__(
             self,
             genome: GenomeLike,
+            *,
             num_classes: int = 1000,
             in_chans: int = 3,
             global_pool: str = "avg",
@@ -52,21 +125,26 @@ class RepNASNet(nn.Module):
             drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
+        for name, value, lo in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
+                raise ModelArgumentError(f"{name}: expected a {'non-negative' if lo == 0 else 'positive'} "
+                                         f"integer, got {value!r}")
+        check_global_pool(global_pool)
+        drop_rate = _check_rate("drop_rate", drop_rate)
+        drop_path_rate = _check_rate("drop_path_rate", drop_path_rate)
         self.genome = genome = as_genome(genome)
-        for name, value in (("num_classes", num_classes), ("in_chans", in_chans)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "num_classes" else 1):
-                raise ValueError(f"{name}: expected a {'non-negative' if name == 'num_classes' else 'positive'} "
-                                 f"integer, got {value!r}")
         self.num_classes = num_classes
         self.in_chans = in_chans
         self.drop_rate = drop_rate
         self.grad_checkpointing = False
+        self._pretrained_cfg_store = default_cfg_for(genome)
+        self._traits_store = {}
 
         self.stem = create_stem(genome.stem, in_chans, genome.stages[0].width)
         total_blocks = sum(st.depth for st in genome.stages)
         dpr = [drop_path_rate * i / max(total_blocks - 1, 1) for i in range(total_blocks)]
         stages, in_chs, offset = [], genome.stages[0].width, 0
-        self.feature_info: list[dict[str, Any]] = []
+        self.feature_info = []
         for i, st in enumerate(genome.stages):
             stages.append(RepNASStage(in_chs, st, dpr[offset:offset + st.depth]))
             offset += st.depth
@@ -74,10 +152,9 @@ class RepNASNet(nn.Module):
             self.feature_info.append(dict(num_chs=st.width, reduction=STAGE_STRIDES[i], module=f"stages.{i}"))
         self.stages = nn.Sequential(*stages)
         self.final_conv, self.num_features = create_head(genome.head, in_chs)
-        self.head_hidden_size = self.num_features
-        self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.head = NormLinearHead(self.num_features, num_classes, use_norm=genome.head == "linear",
-                                   drop_rate=drop_rate)
+        self.head = RepNASHead(self.num_features, num_classes, pool_type=global_pool,
+                               use_norm=genome.head == "linear", drop_rate=drop_rate)
+        self.head_hidden_size = self.head.num_features
         self.apply(self._init_weights)
 
     @staticmethod
@@ -86,6 +163,36 @@ class RepNASNet(nn.Module):
             trunc_normal_(m.weight, std=0.02)
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
+
+    # -- timm config: first_conv follows the form (training / reparameterized) -----------------------
+    def first_conv_names(self) -> str | tuple[str, ...]:
+        """Name(s) of the convolution(s) reading the input image, in the model's current form."""
+        first = self.stem[0] if isinstance(self.stem, nn.Sequential) else self.stem
+        prefix = "stem.0." if isinstance(self.stem, nn.Sequential) else "stem."
+        return _conv_names([prefix + n for n, m in first.named_modules() if isinstance(m, nn.Conv2d)])
+
+    def _live(self, cfg: dict[str, Any] | None) -> dict[str, Any] | None:
+        if cfg is not None and cfg.get("first_conv") is not None:  # None: the caller disabled stem adaptation
+            cfg["first_conv"] = self.first_conv_names()
+        return cfg
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any] | None:
+        return self._live(self.__dict__.get("_pretrained_cfg_store"))
+
+    @pretrained_cfg.setter
+    def pretrained_cfg(self, cfg: dict[str, Any] | None) -> None:
+        self.__dict__["_pretrained_cfg_store"] = cfg
+
+    default_cfg = pretrained_cfg  # timm's alias
+
+    @property
+    def _traits(self) -> dict[str, Any]:
+        return self._live(self.__dict__.get("_traits_store", {}))
+
+    @_traits.setter
+    def _traits(self, traits: dict[str, Any]) -> None:
+        self.__dict__["_traits_store"] = traits
 
     # -- timm interface ---------------------------------------------------------------------------
     @torch.jit.ignore
@@ -104,28 +211,80 @@ class RepNASNet(nn.Module):
         return self.head.fc
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        self.num_classes = num_classes
+        """A new classifier for ``num_classes`` (0: none) and, unless None, new pooling (``''``: none)."""
+        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
+            raise ModelArgumentError(f"num_classes: expected a non-negative integer, got {num_classes!r}")
         if global_pool is not None:
-            self.global_pool = SelectAdaptivePool2d(pool_type=global_pool, flatten=True)
-        self.head.reset(num_classes)
+            check_global_pool(global_pool)
+        self.head.reset(num_classes, global_pool)
+        self.num_classes = num_classes
+        self.head_hidden_size = self.head.num_features
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         if self.grad_checkpointing and not torch.jit.is_scripting():
-            from timm.models import checkpoint_seq
             x = checkpoint_seq(self.stages, x)
         else:
             x = self.stages(x)
         return self.final_conv(x)
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        return self.head(self.global_pool(x), pre_logits=pre_logits)
+        return self.head(x, pre_logits=pre_logits)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.forward_head(self.forward_features(x))
 
+    @torch.jit.ignore
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: int | Sequence[int] | None = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = "NCHW",
+            intermediates_only: bool = False,
+    ) -> list[torch.Tensor] | tuple[torch.Tensor, list[torch.Tensor]]:
+        """timm's intermediate-feature API: the outputs of the stages ``indices`` selects (see ``out_indices``).
 
-def build_model(genome: GenomeLike, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> RepNASNet:
+        Returns ``(forward_features(x), intermediates)``, or the intermediates alone. ``norm`` is accepted for
+        timm's ``FeatureGetterNet`` (the stage outputs have no extra norm); ``stop_early`` skips later stages.
+        """
+        if output_fmt != "NCHW":
+            raise ModelArgumentError(f"output_fmt: only 'NCHW' is supported, got {output_fmt!r}")
+        take = check_feature_indices(indices, len(self.stages), name="indices")
+        x = self.stem(x)
+        stages = self.stages[:max(take) + 1] if stop_early else self.stages
+        intermediates = []
+        i = -1
+        for i, stage in enumerate(stages):
+            x = checkpoint(stage, x) if self.grad_checkpointing else stage(x)
+            if i in take:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        if i == len(self.stages) - 1:
+            x = self.final_conv(x)
+        return x, intermediates
+
+    @torch.jit.ignore
+    def prune_intermediate_layers(
+            self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
+    ) -> list[int]:
+        """Drop the stages after the last of ``indices`` (and, as timm does, ``final_conv`` and the classifier)."""
+        take = check_feature_indices(indices, len(self.stages), name="indices")
+        last = max(take)
+        if prune_norm or prune_head or last < len(self.stages) - 1:
+            self.final_conv = nn.Identity()
+            self.num_features = self.feature_info[last]["num_chs"]
+            self.head = RepNASHead(self.num_features, 0, pool_type="", use_norm=self.genome.head == "linear",
+                                   drop_rate=self.drop_rate)
+            self.num_classes = 0
+            self.head_hidden_size = self.head.num_features
+        self.stages = self.stages[:last + 1]
+        return take
+
+
+def build_model(genome: GenomeLike, *, num_classes: int = 1000, in_chans: int = 3, **kwargs: Any) -> RepNASNet:
     """Build the training-form network of ``genome`` (call :func:`reparameterize` to deploy it)."""
     return RepNASNet(genome, num_classes=num_classes, in_chans=in_chans, **kwargs)
 

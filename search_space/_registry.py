@@ -14,16 +14,16 @@ in one call.
 from __future__ import annotations
 
 import logging
+import math
 import re
 from pathlib import Path
 from typing import Any
 
-from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
-from ._errors import InvalidGenomeError, ModelDirError
-from ._genome import Genome
-from ._model import RepNASNet
+from ._errors import InvalidGenomeError, ModelArgumentError, ModelDirError
+from ._genome import STAGE_STRIDES, Genome
+from ._model import RepNASNet, as_genome, check_feature_indices, default_cfg_for
 from ._zoo import zoo
 
 __all__ = ["create_model_from_dir", "create_repnas", "default_cfg_for", "entrypoint_name", "register_dir"]
@@ -39,26 +39,20 @@ def entrypoint_name(name: str) -> str:
     return name if name.startswith("repnas_") else f"repnas_{name}"
 
 
-def default_cfg_for(genome: Genome, **kwargs: Any) -> dict[str, Any]:
-    res = genome.resolution
-    return {
-        "url": "",
-        "num_classes": 1000,
-        "input_size": (3, res, res),
-        "pool_size": (res // 32, res // 32),
-        "crop_pct": 0.95,
-        "interpolation": "bicubic",
-        "mean": IMAGENET_DEFAULT_MEAN,
-        "std": IMAGENET_DEFAULT_STD,
-        "first_conv": "stem",
-        "classifier": "head.fc",
-        "license": "apache-2.0",
-        **kwargs,
-    }
-
-
 def create_repnas(variant: str, genome: Genome, pretrained: bool = False, **kwargs: Any) -> RepNASNet:
-    """Build ``genome`` under the timm variant name ``variant`` (pretrained weights from its cfg)."""
+    """Build ``genome`` under the timm variant name ``variant`` (pretrained weights from its cfg).
+
+    ``features_only=True`` gives timm's feature extractor over the four stages (strides 4/8/16/32);
+    ``out_indices`` selects among them (an int: the last n). Arguments are checked before anything is built.
+
+    Raises:
+        ModelArgumentError: ``out_indices``, ``global_pool`` or another model argument is invalid.
+    """
+    if kwargs.get("features_only"):
+        if "out_indices" in kwargs:
+            kwargs["out_indices"] = tuple(check_feature_indices(kwargs["out_indices"], name="out_indices"))
+    elif "out_indices" in kwargs:
+        raise ModelArgumentError("out_indices: only used with features_only=True")
     return build_model_with_cfg(
         RepNASNet,
         variant,
@@ -68,6 +62,9 @@ def create_repnas(variant: str, genome: Genome, pretrained: bool = False, **kwar
         **kwargs,
     )
 
+
+#: pretrained-config fields that describe the architecture (and so follow the genome), not the weights
+_STRUCTURAL_CFG = ("input_size", "pool_size", "first_conv", "classifier")
 
 default_cfgs = generate_default_cfgs({entrypoint_name(n): default_cfg_for(g) for n, g in zoo.items()})
 
@@ -83,7 +80,14 @@ def _make_entrypoint(variant: str, genome: Genome, doc: str, *, check=None, defa
             check(pretrained, kwargs)
         for k, v in (defaults or {}).items():
             kwargs.setdefault(k, v)
-        return create_repnas(variant, kwargs.pop("genome", genome), pretrained=pretrained, **kwargs)
+        g = as_genome(kwargs.pop("genome", genome))
+        if g != genome:
+            # another architecture under this name: the config's input fields must describe it (its deployment
+            # resolution, stem), not the entrypoint's genome; the caller's own overlay still wins
+            own = default_cfg_for(g)
+            kwargs["pretrained_cfg_overlay"] = {**{k: own[k] for k in _STRUCTURAL_CFG},
+                                                **(kwargs.get("pretrained_cfg_overlay") or {})}
+        return create_repnas(variant, g, pretrained=pretrained, **kwargs)
 
     _entry.__name__ = _entry.__qualname__ = variant
     _entry.__module__ = __name__
@@ -164,6 +168,11 @@ def register_dir(path: str | Path) -> str:
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     cfg = default_cfg_for(genome, **{k: tuple(v) if isinstance(v, list) and k.endswith(("size", "mean", "std"))
                                      else v for k, v in pcfg.items() if k in fields})
+    # structural fields come from the genome, not the folder (older exports wrote first_conv='stem')
+    own = default_cfg_for(genome)
+    cfg.update({k: own[k] for k in ("first_conv", "classifier")})
+    size = cfg.get("input_size") or own["input_size"]
+    cfg["pool_size"] = tuple(math.ceil(s / STAGE_STRIDES[-1]) for s in size[-2:])
     cfg.pop("architecture", None)
     weights = d / WEIGHTS_NAME
     cfg["file"] = str(weights) if weights.is_file() else None

@@ -19,6 +19,7 @@ from search_space import (
     MIXERS,
     STEMS,
     Genome,
+    ModelArgumentError,
     SearchSpace,
     StageGenome,
     build_model,
@@ -127,14 +128,26 @@ def test_timm_interface():
     model(x).sum().backward()
 
 
-def test_mobilevit_forward_rejects_indivisible_input():
-    model = build_model(_genome("mobilevit")).eval()
+def test_mobilevit_forward_resizes_indivisible_input():
+    """At 96 px the stride-32 map is 3x3: the MobileViT block resizes it (as timm's does) and folding still holds;
+    the genome itself is only valid at resolutions where nothing resizes."""
+    g = _genome("mobilevit")
+    model = randomize_(build_model(g), seed=1).eval()
+    x = torch.randn(1, 3, 96, 96)
+    with torch.no_grad():
+        before = model(x)
+        after = reparameterize(copy.deepcopy(model))(x)
+    assert torch.isfinite(before).all() and rel_error(before, after) <= 1e-4
     with pytest.raises(ValueError, match="does not divide by patch size"):
-        model(torch.randn(1, 3, 96, 96))
+        g.with_resolution(96)
 
 
 def test_bad_constructor_arguments():
-    with pytest.raises(ValueError, match="num_classes"):
+    with pytest.raises(ModelArgumentError, match="^num_classes"):
         build_model(_genome(), num_classes=-1)
+    with pytest.raises(ModelArgumentError, match="^global_pool"):
+        build_model(_genome(), global_pool="mean")
+    with pytest.raises(TypeError):
+        build_model(_genome(), 10)  # keyword-only, as the timm builder passes them
     with pytest.raises(ValueError, match="genome"):
         build_model(42)
