@@ -9,6 +9,8 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from ._config import SearchConfig as SearchConfig
+    from ._config import SearchResult as SearchResult
     from ._data import DATASETS as DATASETS
     from ._data import ProxyData as ProxyData
     from ._data import load_dataset as load_dataset
@@ -26,8 +28,6 @@ if TYPE_CHECKING:
     from ._proxy import ProxyResult as ProxyResult
     from ._proxy import proxy_resolution as proxy_resolution
     from ._proxy import train_proxy as train_proxy
-    from ._search import SearchConfig as SearchConfig
-    from ._search import SearchResult as SearchResult
     from ._search import run_search as run_search
     from ._search import write_report as write_report
     from ._zerocost import ZERO_COST_METHODS as ZERO_COST_METHODS
@@ -53,8 +53,8 @@ _LAZY: dict[str, str] = {
     "ProxyResult": "._proxy",
     "proxy_resolution": "._proxy",
     "train_proxy": "._proxy",
-    "SearchConfig": "._search",
-    "SearchResult": "._search",
+    "SearchConfig": "._config",
+    "SearchResult": "._config",
     "run_search": "._search",
     "write_report": "._search",
     "ZERO_COST_METHODS": "._zerocost",

@@ -21,15 +21,11 @@ from __future__ import annotations
 
 import random
 import time
-import warnings
 from dataclasses import dataclass
 
-__all__ = ["CLAIM_ATTR", "Claim", "claim", "fail_stale"]
+from ._record import TrialRecord, set_attrs
 
-CLAIM_ATTR = "claim"
-"""User attribute ``[trial number, key]`` a RUNNING trial claims (None once it steps back)."""
-KEY_ATTR = "genome_key"
-"""User attribute holding the key a trial was scored under (kept on COMPLETE trials)."""
+__all__ = ["Claim", "claim"]
 
 
 @dataclass(frozen=True)
@@ -44,9 +40,10 @@ class Claim:
         return self.verdict == "go"
 
 
-def claim(study, trial, key: str, *, target: int | None = None, poll: float = 2.0,
+def claim(handle, trial, key: str, *, target: int | None = None, poll: float = 2.0,
           deadline: float | None = None, cancelled=None) -> Claim:
-    """Claim ``key`` for ``trial`` (an ``optuna.Trial`` of ``study``); see the module docstring.
+    """Claim ``key`` for ``trial`` (an ``optuna.Trial`` of ``handle``, a :class:`nas._studies.Handle`); see the
+    module docstring. The mark is the record's ``claim`` field, the key its ``genome_key``.
 
     Args:
         target: COMPLETE trials the study should end with (None: no limit, only duplicates are refused).
@@ -59,51 +56,36 @@ def claim(study, trial, key: str, *, target: int | None = None, poll: float = 2.
     S = optuna.trial.TrialState
     rng = random.Random()
     while True:
-        trial.set_user_attr(CLAIM_ATTR, [trial.number, key])
-        others = [t for t in _fresh_trials(study, (S.COMPLETE, S.RUNNING)) if t.number != trial.number]
-        done = [t for t in others if t.state == S.COMPLETE and t.user_attrs.get(KEY_ATTR) == key and t.values]
+        set_attrs(trial, claim=[trial.number, key])
+        others = [t for t in handle.trials((S.COMPLETE, S.RUNNING), fresh=True) if t.number != trial.number]
+        done = [t for t in others if t.state == S.COMPLETE and TrialRecord.from_trial(t).genome_key == key
+                and t.values]
         busy = [t for t in others if t.state == S.RUNNING and _claimed(t) == key]
         if done or busy:
-            trial.set_user_attr(CLAIM_ATTR, None)
+            set_attrs(trial, claim=None)
             return Claim("duplicate", (done or busy)[0].number)
         if target is None:
             break
         complete = sum(t.state == S.COMPLETE for t in others)
         in_flight = sum(t.state == S.RUNNING and _claimed(t) is not None for t in others)
         if complete >= target:
-            trial.set_user_attr(CLAIM_ATTR, None)
+            set_attrs(trial, claim=None)
             return Claim("full")
         if complete + in_flight < target:
             break
-        trial.set_user_attr(CLAIM_ATTR, None)  # step back while the claimed trials finish (or fail)
+        set_attrs(trial, claim=None)  # step back while the claimed trials finish (or fail)
         if (deadline is not None and time.monotonic() >= deadline) or (cancelled is not None and cancelled()):
             return Claim("full")
         time.sleep(poll * (0.5 + rng.random()))
-        fail_stale(study)
-    trial.set_user_attr(KEY_ATTR, key)
+        handle.fail_stale()
+    set_attrs(trial, genome_key=key)
     return Claim("go")
 
 
 def _claimed(t) -> str | None:
     """The key trial ``t`` claims itself. A retried trial inherits its failed original's user attributes (Optuna's
     ``RetryHeartbeatStaleTrialCallback`` copies them), so a mark counts only if it names ``t``'s own number."""
-    mark = t.user_attrs.get(CLAIM_ATTR)
+    mark = TrialRecord.from_trial(t).claim
     if isinstance(mark, list) and len(mark) == 2 and mark[0] == t.number:
         return mark[1]
     return None
-
-
-def _fresh_trials(study, states):
-    """The study's trials read from the database itself: Optuna's trial cache can miss a trial whose insert
-    committed after a later-numbered trial had already finished, and a claim must see every trial."""
-    storage = getattr(study._storage, "_backend", study._storage)
-    return storage.get_all_trials(study._study_id, deepcopy=False, states=states)
-
-
-def fail_stale(study) -> None:
-    """Fail (and, with a retry callback, re-queue) the study's RUNNING trials whose heartbeat went stale."""
-    import optuna
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        optuna.storages.fail_stale_trials(study)

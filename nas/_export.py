@@ -22,7 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ExportError
-from ._storage import load_existing_study, redact_url, resolve_storage_url
+from ._record import StudyKeys, TrialRecord
+from ._storage import load_existing_study, open_storage, redact_url, resolve_storage_url
 
 __all__ = ["ONNX_ATOL", "ONNX_RTOL", "ExportResult", "default_name", "export_pareto", "export_trial"]
 
@@ -69,18 +70,39 @@ def _get_trial(study, number: int):
     t = match[0]
     S = optuna.trial.TrialState
     if t.state != S.COMPLETE or not t.values:
-        why = t.user_attrs.get("fail_reason") or t.user_attrs.get("rejected") or t.system_attrs.get("fail_reason")
+        rec = TrialRecord.from_trial(t)
+        why = rec.fail_reason or rec.rejected or t.system_attrs.get("fail_reason")
         hint = {S.RUNNING: "it is still running; wait for it to finish",
                 S.WAITING: "it is queued and has not run yet",
-                S.PRUNED: ("it was rejected before training (over the latency budget)" if "rejected" in t.user_attrs
+                S.PRUNED: ("it was rejected before training (over the latency budget)" if rec.rejected
                            else "it was pruned"),
                 S.FAIL: "it failed"}.get(t.state, "")
         raise ExportError(f"trial {number} of study {study.study_name!r} is {t.state.name}"
                           + (f" ({why})" if why else "") + (f": {hint}" if hint else "")
                           + "; only COMPLETE trials can be exported")
-    if "genome" not in t.user_attrs:
+    if TrialRecord.from_trial(t).genome is None:
         raise ExportError(f"trial {number} of study {study.study_name!r} has no genome (not a RepNAS study?)")
     return t
+
+
+def best_evaluation(study, t, storage):
+    """Candidate ``t``'s (a rung-0 trial) evaluation at the highest rung it reached: a COMPLETE trial of the
+    ``<study>:rungs`` companion, or ``t`` itself."""
+    import optuna
+
+    from ._config import RUNGS_SUFFIX
+
+    try:
+        rungs = optuna.load_study(study_name=study.study_name + RUNGS_SUFFIX,
+                                  storage=open_storage(storage, heartbeat_interval=None))
+    except KeyError:  # a study of an earlier version: one fidelity
+        return t
+    best = t
+    for e in rungs.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+        rec = TrialRecord.from_trial(e)
+        if e.values and rec.candidate == t.number and rec.rung_or_zero > TrialRecord.from_trial(best).rung_or_zero:
+            best = e
+    return best
 
 
 def default_name(study_name: str, number: int) -> str:
@@ -95,10 +117,10 @@ def default_name(study_name: str, number: int) -> str:
 
 def _data_info(study) -> dict[str, Any]:
     """Dataset facts of the proxy (recorded by ``nas.search``; older studies: from the dataset itself)."""
-    info = study.user_attrs.get("repnas_data")
+    info = study.user_attrs.get(StudyKeys.DATA)
     if info:
         return dict(info)
-    ident = study.user_attrs.get("repnas_config") or {}
+    ident = study.user_attrs.get(StudyKeys.CONFIG) or {}
     name = ident.get("dataset")
     if not name:
         raise ExportError(f"study {study.study_name!r} records no dataset (not a RepNAS study?)")
@@ -320,7 +342,8 @@ def _check_args(*, study, force, coreml, weights, measure_runs) -> None:
 
 def _export_all(st, jobs: Sequence[tuple[int, Path, dict[str, Any]]]) -> list[ExportResult]:
     """Write every job into a temporary sibling folder; move them all into place only if all succeeded."""
-    trials = {n: _get_trial(st, n) for n, _, _ in jobs}  # an unexportable trial fails before anything is written
+    # an unexportable trial fails before anything is written
+    trials = {n: (_get_trial(st, n), best_evaluation(st, _get_trial(st, n), job["storage"])) for n, _, job in jobs}
     tmps: list[Path] = []
     results: list[ExportResult] = []
     try:
@@ -331,7 +354,7 @@ def _export_all(st, jobs: Sequence[tuple[int, Path, dict[str, Any]]]) -> list[Ex
                 shutil.rmtree(tmp)
             tmp.mkdir(parents=True)
             tmps.append(tmp)
-            results.append(_write(st, trials[trial], tmp, out, **job))
+            results.append(_write(st, *trials[trial], tmp, out, **job))
     except BaseException:
         for tmp in tmps:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -342,7 +365,7 @@ def _export_all(st, jobs: Sequence[tuple[int, Path, dict[str, Any]]]) -> list[Ex
     return results
 
 
-def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, weights: bool, lut_db, measure_runs
+def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, weights: bool, lut_db, measure_runs
            ) -> ExportResult:
     from timm.models import save_for_hf
 
@@ -352,14 +375,14 @@ def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, wei
     from search_space._export import export_onnx
     from search_space._registry import create_repnas, default_cfg_for
 
-    from ._search import latency_label
+    from ._pricing import latency_label
 
-    ua = t.user_attrs
-    ident = st.user_attrs.get("repnas_config") or {}
+    rec = TrialRecord.from_trial(best)
+    ident = st.user_attrs.get(StudyKeys.CONFIG) or {}
     data = _data_info(st)
     try:
-        genome = Genome.from_dict(ua["genome"])
-        res = int(ua.get("latency_resolution") or genome.resolution)
+        genome = Genome.from_dict(rec.genome)
+        res = int(rec.latency_resolution or genome.resolution)
         if genome.resolution != res:
             genome = genome.with_resolution(res)
     except (InvalidGenomeError, TypeError, ValueError) as e:
@@ -368,13 +391,13 @@ def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, wei
     mean = list(data["mean"]) * 3 if len(data["mean"]) == 1 else list(data["mean"])
     std = list(data["std"]) * 3 if len(data["std"]) == 1 else list(data["std"])
     device = ident.get("device", "?")
-    is_baseline = "baseline" in ua
-    description = (f"RepNAS {'seed baseline ' + ua['baseline'] if is_baseline else 'architecture'} from study "
+    is_baseline = rec.baseline is not None
+    description = (f"RepNAS {'seed baseline ' + rec.baseline if is_baseline else 'architecture'} from study "
                    f"{st.study_name!r}, trial {t.number}; proxy weights on {data['name']}")
     pcfg = default_cfg_for(genome, num_classes=nc, mean=tuple(mean), std=tuple(std), crop_pct=1.0,
                            interpolation="bilinear", description=description, license="apache-2.0")
     model = create_repnas(arch, genome, pretrained=False, num_classes=nc, pretrained_cfg=pcfg)
-    has_weights, weights_note = _load_weights(ua.get("weights") if weights else None, model)
+    has_weights, weights_note = _load_weights(rec.weights if weights else None, model)
     if not weights:
         weights_note = "none: exported with --no-weights"
     model.eval()
@@ -382,10 +405,11 @@ def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, wei
     files = ["config.json"]
     meta = {
         "study": st.study_name, "trial": t.number, "storage": redact_url(resolve_storage_url(storage)),
-        "genome_key": genome.key(), "device": device, "latency_ms": float(t.values[1]),
-        "latency_source": ua.get("latency_source", "?"), "latency_resolution": res,
+        "genome_key": genome.key(), "device": device, "latency_ms": float(best.values[1]),
+        "latency_source": rec.latency_source or "?", "latency_resolution": res,
         "metric": "proxy accuracy" if ident.get("proxy", "train") == "train" else "zero-cost score",
-        "accuracy": float(t.values[0]), "dataset": data["name"], "proxy": data.get("proxy", ""),
+        "accuracy": float(best.values[0]), "accuracy_sd": rec.accuracy_sd, "seeds": rec.n_seeds,
+        "rung": rec.rung_or_zero, "fidelity": rec.fidelity, "dataset": data["name"], "proxy": data.get("proxy", ""),
         "proxy_resolution": data.get("proxy_resolution"), "weights": has_weights,
     }
     model_config = {"repnas": meta}
@@ -433,7 +457,7 @@ def _write(st, t, tmp: Path, out: Path, *, arch: str, storage, coreml: bool, wei
     result = ExportResult(
         out_dir=out, architecture=arch, trial=t.number, files=files + ["README.md"], has_weights=has_weights,
         onnx_max_abs_diff=diff["onnx_vs_torch"], ort_cpu_measured_ms=measured, ort_cpu_lut_ms=lut_ms,
-        search_latency_ms=float(t.values[1]), search_device=device, accuracy=float(t.values[0]),
+        search_latency_ms=float(best.values[1]), search_device=device, accuracy=float(best.values[0]),
         extra={"wall_ms": clocks.wall.median_ms, "clock": "thread CPU time" if clocks.cpu is not None else "wall",
                "samples": clocks.wall.runs, "lut_note": lut_note, "versions": versions, "diff": diff,
                "coreml": coreml_note, "weights_note": weights_note,
@@ -465,8 +489,11 @@ def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
     if r.ort_cpu_lut_ms:
         lut += f" ({r.ort_cpu_lut_ms / r.ort_cpu_measured_ms - 1:+.1%} vs measured)"
     search_how = r.extra["label"]
-    acc_line = (f"{m['metric']}: **{r.accuracy:.4f}** on the {data['name']} validation subset after the search's "
-                f"short proxy training" if m["metric"] == "proxy accuracy" else f"{m['metric']}: {r.accuracy:.4f}")
+    sd = f" +- {m['accuracy_sd']:.4f} (sd over {m['seeds']} seeds)" if m.get("accuracy_sd") is not None else ""
+    acc_line = (f"{m['metric']}: **{r.accuracy:.4f}**{sd} on the {data['name']} validation subset after the "
+                f"search's short proxy training at rung {m.get('rung', 0)}"
+                + (f" ({m['fidelity']:,} training images)" if m.get("fidelity") else "")
+                if m["metric"] == "proxy accuracy" else f"{m['metric']}: {r.accuracy:.4f}")
     lines = [
         f"# {r.architecture}",
         "",
@@ -541,12 +568,11 @@ def export_pareto(
 
     Arguments as :func:`export_trial`; ``name`` is the prefix (default: the study name).
     """
-    import optuna
 
     from search_space._registry import check_model_name
 
-    from ._report import pareto_front
-    from ._search import candidate_from_trial
+    from ._config import SearchConfig
+    from ._search import collect
 
     _check_args(study=study, force=force, coreml=coreml, weights=weights, measure_runs=measure_runs)
     out = Path(out).expanduser().absolute()
@@ -554,9 +580,8 @@ def export_pareto(
     base = name or default_name(study, 0).rsplit("_trial", 1)[0]
     check_model_name(f"{base}_trial0")
     st = load_existing_study(storage, study, must_exist=True)
-    done = st.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
-    front = [c for c in pareto_front([candidate_from_trial(t) for t in done if t.values])
-             if "duplicate_of" not in c.extra]  # a re-proposed genome is exported once, under its first trial
+    # the front at the highest rung reached, as the search reports it
+    front = collect(SearchConfig(storage=storage, study=study, baselines=False), st).front()
     if not front:
         raise ExportError(f"study {study!r} has no complete feasible trial to export")
     jobs = []

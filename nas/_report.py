@@ -7,6 +7,7 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -14,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Candidate", "claim_run_folder", "check_run_folder", "dominates", "is_dominated", "pareto_front",
-           "run_folder_name", "write_run_folder"]
+__all__ = ["Candidate", "Verdict", "baseline_verdict", "claim_run_folder", "check_run_folder", "dominates",
+           "is_dominated", "pareto_front", "pooled_seed_sd", "run_folder_name", "write_run_folder"]
 
 _logger = logging.getLogger(__name__)
 
@@ -113,9 +114,14 @@ def claim_run_folder(out: Path, study: str, study_uid: str | None) -> None:
             _atomic_write(out / OWNER_FILE, json.dumps(doc, indent=2) + "\n")
 
 
+NOISE_Z = 2.0
+"""A difference of two means counts as real when it exceeds this many standard errors (about 95%)."""
+
+
 @dataclass(frozen=True)
 class Candidate:
-    """One evaluated architecture: a search trial or a seed baseline."""
+    """One evaluated architecture at one rung: a search candidate (``number`` = its rung-0 trial) or a seed
+    baseline; ``accuracy`` is the mean over ``seeds`` seeds, ``accuracy_sd`` their standard deviation."""
 
     number: int
     accuracy: float
@@ -130,10 +136,20 @@ class Candidate:
     stopped_early: bool = False
     weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    accuracy_sd: float | None = None
+    seeds: int = 1
+    fidelity: int | None = None
+    rung: int = 0
 
     @property
     def label(self) -> str:
         return self.name or f"trial {self.number}"
+
+    @property
+    def shown_accuracy(self) -> str:
+        """``mean +- sd`` (or the single value)."""
+        sd = f" +- {self.accuracy_sd:.4f}" if self.accuracy_sd is not None else ""
+        return f"{self.accuracy:.4f}{sd}"
 
 
 def dominates(a: Candidate, b: Candidate) -> bool:
@@ -168,27 +184,31 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7.5, 5), dpi=120)
-    rest = [c for c in cands if c not in front]
-    if rest:
-        ax.scatter([c.latency_ms for c in rest], [c.accuracy for c in rest], s=18, c="0.65",
-                   label="searched (dominated or over budget)")
+    on_front = {id(c) for c in front}
+    rest = [c for c in cands if id(c) not in on_front]
+    for rung in sorted({c.rung for c in rest}):
+        pts = [c for c in rest if c.rung == rung]
+        ax.scatter([c.latency_ms for c in pts], [c.accuracy for c in pts], s=14 + 8 * rung,
+                   c=str(0.75 - 0.2 * min(rung, 3)), label=f"highest rung {rung} (dominated, over budget or not "
+                   "promoted)")
     if front:
         xs = [c.latency_ms for c in front]
         ys = [c.accuracy for c in front]
         ax.step(xs, ys, where="post", c="tab:blue", lw=1.5)
-        ax.scatter(xs, ys, s=30, c="tab:blue", zorder=3, label="Pareto front")
+        ax.errorbar(xs, ys, yerr=[c.accuracy_sd or 0.0 for c in front], fmt="o", ms=5, c="tab:blue", capsize=3,
+                    zorder=3, label=f"Pareto front (rung {front[0].rung}, mean +- sd over seeds)")
     for b in baselines:
-        ax.scatter([b.latency_ms], [b.accuracy], marker="*", s=140, c="tab:red", zorder=4,
-                   label="seed baselines" if b is baselines[0] else None)
-        ax.annotate(b.name, (b.latency_ms, b.accuracy), textcoords="offset points", xytext=(5, 4), fontsize=7,
-                    color="tab:red")
+        ax.errorbar([b.latency_ms], [b.accuracy], yerr=[b.accuracy_sd or 0.0], fmt="*", ms=12, c="tab:red",
+                    capsize=3, zorder=4, label="seed baselines (at their highest rung)" if b is baselines[0] else None)
+        ax.annotate(f"{b.name} (r{b.rung})", (b.latency_ms, b.accuracy), textcoords="offset points", xytext=(5, 4),
+                    fontsize=7, color="tab:red")
     import textwrap
 
     ax.set_xlabel("\n".join(textwrap.wrap(f"latency (ms): {latency_label}", 95)), fontsize=8)
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
     fig.savefig(tmp)
@@ -199,6 +219,8 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
 def _row(c: Candidate, latency_label: str) -> dict[str, Any]:
     return {
         "trial": c.number, "name": c.label, "baseline": c.baseline, "accuracy": round(c.accuracy, 6),
+        "accuracy_sd": None if c.accuracy_sd is None else round(c.accuracy_sd, 6), "seeds": c.seeds,
+        "fidelity": c.fidelity, "rung": c.rung,
         "latency_ms": round(c.latency_ms, 6), "latency_source": c.latency_source, "latency_label": latency_label,
         "latency_resolution": c.latency_resolution, "params": c.params, "stopped_early": c.stopped_early,
         "weights": c.weights,
@@ -209,14 +231,18 @@ def write_run_folder(
         out: str | os.PathLike,
         *,
         candidates: Sequence[Candidate],
+        front: Sequence[Candidate],
         baselines: Sequence[Candidate],
+        verdicts: dict[str, Verdict],
         meta: dict[str, Any],
         metric: str = "proxy accuracy",
         latency_label: str,
 ) -> dict[str, Path]:
     """Write ``pareto.csv``, ``pareto.json``, ``genomes/trial_<n>.json``, ``pareto.png`` and ``report.md``.
 
-    Files are replaced atomically, so an interrupted write leaves the previous report intact.
+    ``candidates`` are every candidate at its highest rung, ``front`` the Pareto front at the top rung reached,
+    ``verdicts`` each baseline's comparison (:func:`baseline_verdict`). Files are replaced atomically, so an
+    interrupted write leaves the previous report intact.
 
     Returns:
         Name -> path of every file written.
@@ -224,7 +250,6 @@ def write_run_folder(
     out = Path(out)
     check_run_folder(out, str(meta.get("study", "")))  # a folder of another study (or none) is never written
     (out / "genomes").mkdir(parents=True, exist_ok=True)
-    front = pareto_front(candidates)
     paths: dict[str, Path] = {}
 
     rows = [_row(c, latency_label) for c in front]
@@ -244,7 +269,8 @@ def write_run_folder(
         "metric": metric,
         "latency_label": latency_label,
         "pareto": [{**r, "genome": c.genome, **({"extra": c.extra} if c.extra else {})} for c, r in zip(front, rows)],
-        "baselines": [{**_row(b, latency_label), "genome": b.genome} for b in baselines],
+        "baselines": [{**_row(b, latency_label), "genome": b.genome,
+                       **({"verdict": verdicts[b.name].kind} if b.name in verdicts else {})} for b in baselines],
     }
     _atomic_write(out / "pareto.json", json.dumps(doc, indent=2, sort_keys=False) + "\n")
     paths["pareto.json"] = out / "pareto.json"
@@ -261,7 +287,7 @@ def write_run_folder(
     _plot(out / "pareto.png", candidates, front, baselines, metric=metric, latency_label=latency_label, title=title)
     paths["pareto.png"] = out / "pareto.png"
 
-    _atomic_write(out / "report.md", _report_md(front, candidates, baselines, meta, metric, latency_label))
+    _atomic_write(out / "report.md", _report_md(front, baselines, verdicts, meta, metric, latency_label))
     paths["report.md"] = out / "report.md"
     return paths
 
@@ -273,15 +299,63 @@ def _fmt(c: Candidate) -> str:
     return f"{g.get('stem')} stem; {arch}; {g.get('head')} head"
 
 
-def _beats(c: Candidate, b: Candidate) -> bool:
-    return c.latency_resolution == b.latency_resolution and c.accuracy > b.accuracy and c.latency_ms <= b.latency_ms
+def pooled_seed_sd(evals: Sequence[Candidate]) -> float | None:
+    """The seed-to-seed standard deviation pooled over every evaluation with two or more seeds (None: none)."""
+    var = [c.accuracy_sd ** 2 for c in evals if c.seeds >= 2 and c.accuracy_sd is not None]
+    return math.sqrt(sum(var) / len(var)) if var else None
 
 
-def _comparable(front: Sequence[Candidate], b: Candidate) -> bool:
-    return not front or any(c.latency_resolution == b.latency_resolution for c in front)
+@dataclass(frozen=True)
+class Verdict:
+    """How a baseline compares with the candidates evaluated at its rung.
+
+    ``kind``: ``dominated`` (a candidate as fast or faster is more accurate by more than the noise margin),
+    ``tie`` (one as fast or faster is within the margin), ``not dominated`` or ``n/a`` (no candidate was priced
+    at the baseline's resolution).
+    """
+
+    kind: str
+    by: Candidate | None = None
+    margin: float = 0.0
+    noise_measured: bool = True
+
+    def text(self) -> str:
+        if self.kind == "n/a":
+            return "n/a (priced at another resolution than the search)"
+        if self.by is None:
+            return "no"
+        what = "yes" if self.kind == "dominated" else "tie within noise"
+        noise = f"margin {self.margin:.4f}" if self.noise_measured else "noise not measured"
+        return (f"{what} (trial {self.by.number}: {self.by.shown_accuracy} at {self.by.latency_ms:.3f} ms, rung "
+                f"{self.by.rung}; {noise})")
 
 
-def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
+def baseline_verdict(b: Candidate, peers: Sequence[Candidate], sd: float | None) -> Verdict:
+    """Epsilon-dominance of baseline ``b`` by the feasible ``peers`` (candidates at ``b``'s rung).
+
+    The margin of candidate ``c`` is ``NOISE_Z * sd * sqrt(1/seeds_c + 1/seeds_b)``: the standard error of a
+    difference of two means of seed-averaged accuracies, with ``sd`` the pooled seed-to-seed spread (measured at
+    the top rung; a lower rung is assumed no less noisy). Without a measured ``sd`` the margin is 0 and the
+    verdict says so.
+    """
+    same = [c for c in peers if c.feasible and c.latency_resolution == b.latency_resolution]
+    if not same:
+        return Verdict("n/a")
+    faster = sorted((c for c in same if c.latency_ms <= b.latency_ms), key=lambda c: -c.accuracy)
+
+    def margin(c: Candidate) -> float:
+        return 0.0 if sd is None else NOISE_Z * sd * math.sqrt(1 / c.seeds + 1 / b.seeds)
+
+    for c in faster:
+        if c.accuracy - b.accuracy > margin(c):
+            return Verdict("dominated", c, margin(c), sd is not None)
+    for c in faster:
+        if c.accuracy - b.accuracy >= -margin(c) and (sd is not None or c.accuracy > b.accuracy):
+            return Verdict("tie", c, margin(c), sd is not None)
+    return Verdict("not dominated", None, 0.0, sd is not None)
+
+
+def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
     lines = [
         f"# RepNAS search report: {meta.get('study')}",
         "",
@@ -290,39 +364,46 @@ def _report_md(front, cands, baselines, meta, metric, latency_label) -> str:
         f"- dataset: {meta.get('dataset')} ({meta.get('dataset_source', '')}); {metric} from "
         f"{meta.get('proxy_description', '')}",
         f"- sampler: {meta.get('sampler')}, seed {meta.get('seed')}; storage `{meta.get('storage')}`",
-        f"- trials: {meta.get('n_complete', 0)} complete, {meta.get('n_rejected', 0)} rejected before training "
-        f"(over the latency budget), {meta.get('n_duplicates', 0)} skipped as repeats of a scored genome, "
+        f"- candidates: {meta.get('n_complete', 0)} complete at rung 0, {meta.get('n_rejected', 0)} rejected before "
+        f"training (over the latency budget), {meta.get('n_duplicates', 0)} skipped as repeats of a scored genome, "
         f"{meta.get('n_failed', 0)} failed, {meta.get('n_running', 0)} running",
+        "- evaluations per rung: " + (", ".join(f"rung {r} ({_images(f)}): {n}" for r, n, f in meta.get("rungs", []))
+                                      or "none yet"),
     ]
+    sd = meta.get("seed_sd")
+    lines.append(f"- seed-to-seed spread at the top rung: sd {sd:.4f} (pooled); a difference of two {metric} "
+                 f"means below about {NOISE_Z:g} standard errors is reported as a tie within noise" if sd is not None
+                 else "- seed-to-seed spread: not measured (no evaluation with two seeds yet); differences are "
+                      "compared as they are")
     if meta.get("latency_max") is not None:
         lines.append(f"- latency budget: {meta['latency_max']:.3f} ms (hard constraint)")
     if meta.get("failures"):
         lines.append("- failures: " + "; ".join(f"trial {n}: {r}" for n, r in meta["failures"][:10]))
-    lines += ["", "## Pareto front", "",
-              f"| trial | {metric} | latency (ms) | source | params | architecture |",
-              "| --- | --- | --- | --- | --- | --- |"]
+    rung = front[0].rung if front else None
+    lines += ["", f"## Pareto front (rung {rung}, the highest reached)" if front else "## Pareto front", "",
+              f"| trial | {metric} (mean +- sd) | seeds | latency (ms) | source | params | architecture |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for c in front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
-        lines.append(f"| {c.number} | {c.accuracy:.4f} | {c.latency_ms:.3f} | {c.latency_source} | {params} | "
-                     f"{_fmt(c)} |")
+        lines.append(f"| {c.number} | {c.shown_accuracy} | {c.seeds} | {c.latency_ms:.3f} | {c.latency_source} | "
+                     f"{params} | {_fmt(c)} |")
     if baselines:
-        lines += ["", "## Seed baselines (same proxy)", "",
-                  f"| model | {metric} | latency (ms) | at | dominated by the front? |",
-                  "| --- | --- | --- | --- | --- |"]
+        lines += ["", "## Seed baselines (same proxy and rungs)", "",
+                  f"| model | {metric} (mean +- sd) | rung | latency (ms) | at | dominated by a candidate at its "
+                  "rung? |", "| --- | --- | --- | --- | --- | --- |"]
         for b in baselines:
-            beat = [c for c in front if _beats(c, b)]
-            if not _comparable(front, b):
-                verdict = f"n/a (priced at {b.latency_resolution}px, the search at another resolution)"
-            else:
-                verdict = f"yes (trial {beat[0].number}: {beat[0].accuracy:.4f} at {beat[0].latency_ms:.3f} ms)" \
-                    if beat else "no"
-            lines.append(f"| {b.name} | {b.accuracy:.4f} | {b.latency_ms:.3f} | {b.latency_resolution}px | "
-                         f"{verdict} |")
-        comparable = [b for b in baselines if _comparable(front, b)]
-        n_beat = sum(1 for b in comparable if any(_beats(c, b) for c in front))
-        lines += ["", f"The front dominates {n_beat} of the {len(comparable)} seed baselines priced at the search's "
-                      f"resolution (higher {metric} at equal or lower latency)."]
+            v = verdicts.get(b.name)
+            lines.append(f"| {b.name} | {b.shown_accuracy} | {b.rung} | {b.latency_ms:.3f} | "
+                         f"{b.latency_resolution}px | {v.text() if v else '?'} |")
+        kinds = [v.kind for v in verdicts.values()]
+        lines += ["", f"Of the {sum(k != 'n/a' for k in kinds)} baselines priced at the search's resolution, "
+                      f"{kinds.count('dominated')} are dominated (more accurate beyond the noise margin at equal or "
+                      f"lower latency, compared at the baseline's rung), {kinds.count('tie')} tie within noise and "
+                      f"{kinds.count('not dominated')} are not dominated."]
     lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`; proxy weights of front "
               "trials in `weights/`.", ""]
     return "\n".join(lines)
 
+
+def _images(fidelity: int | None) -> str:
+    return f"{fidelity:,} images" if fidelity else "zero-cost"

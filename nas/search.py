@@ -1,9 +1,12 @@
 """python -m nas.search: hardware-aware multi-objective architecture search.
 
 Maximizes proxy accuracy (short training at low resolution, or a zero-cost score) and minimizes the
-latency of the deployed network on --device (from the latency LUT at --resolution). Results go to an
-Optuna storage (SQLite file by default; PostgreSQL for several workers) and a run folder with the
-Pareto front (pareto.csv, pareto.json, pareto.png, report.md, genomes/).
+latency of the deployed network on --device (from the latency LUT at --resolution). Every candidate is
+first trained on the cheapest rung's images; the top 1/eta of each rung (non-dominated rank, then
+crowding distance) is retrained on eta times more, and the top rung averages --top-seeds seeds
+(successive halving). Results go to an Optuna storage (SQLite file by default; PostgreSQL for several
+workers) and a run folder with the Pareto front at the top rung (pareto.csv, pareto.json, pareto.png,
+report.md, genomes/).
 
 Examples:
   python -m nas.search --device iphone12
@@ -25,7 +28,7 @@ _logger = logging.getLogger("nas")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._search import PROXIES, SAMPLERS, ZERO_COST_METHODS
+    from ._config import PROXIES, SAMPLERS, ZERO_COST_METHODS
 
     p = argparse.ArgumentParser(prog="python -m nas.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -38,8 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hard latency budget in ms (Trial.set_constraint); candidates far over it are not trained")
     g.add_argument("--lut-db", default=None, help="latency LUT database (default ./repnas-lut.db)")
     g = p.add_argument_group("search")
-    g.add_argument("--trials", type=int, default=30, help="complete search trials wanted in the study (default 30; "
-                   "a rerun only runs the missing ones)")
+    g.add_argument("--trials", type=int, default=None, help="candidates scored at the cheapest rung (default 40 on "
+                   "CPU, 200 with CUDA; a rerun only runs the missing ones)")
+    g.add_argument("--eta", type=int, default=3, help="successive-halving reduction factor: the top 1/eta of a rung "
+                   "is promoted (default 3)")
+    g.add_argument("--rungs", type=_int_list, default=None, metavar="N,N,...",
+                   help="training images of each rung, cheapest first (default: the top rung's images divided by "
+                        "eta down to 1,000: 1333,4000 on CPU, 1333,4000,12000,36000 with CUDA)")
+    g.add_argument("--top-seeds", type=int, default=2, help="seeds averaged at the top rung (>= 2, default 2)")
     g.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop this run after SECONDS")
     g.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default nsga2)")
     g.add_argument("--population-size", type=int, default=None, help="NSGA-II population (default trials/3, 8..50)")
@@ -61,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="proxy-only width multiplier (latency is priced on the real genome; weights of a narrower "
                         "proxy are not kept for export)")
     g.add_argument("--proxy-images", type=int, default=None, metavar="N",
-                   help="class-stratified training images of the proxy")
+                   help="class-stratified training images of the top rung (the lower rungs divide it by eta)")
     g.add_argument("--train-device", default="auto", help="auto (CUDA when present), cpu, cuda")
     g.add_argument("--threads", type=int, default=None,
                    help="torch threads per worker (default: (cores - 1) / workers, at least 1)")
@@ -85,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(message)s")
     from search_space import RepNASError
 
-    from ._search import SearchConfig, run_search, write_report
+    from ._config import SearchConfig
+    from ._search import run_search, write_report
     from ._storage import _first_line, scrub
 
     secrets = [u for u in (args.storage, args.lut_db) if u]  # never echoed back, whatever the message
@@ -96,7 +106,8 @@ def main(argv: list[str] | None = None) -> int:
             sampler=args.sampler, storage=args.storage, study=args.study, dataset=args.dataset,
             data_dir=args.data_dir, epochs=args.epochs, resolution=args.resolution,
             proxy_resolution=args.proxy_resolution, proxy_width=args.proxy_width, proxy_min_map=args.proxy_min_map,
-            proxy_images=args.proxy_images, train_device=args.train_device, seed=args.seed, out=args.out,
+            proxy_images=args.proxy_images, rungs=args.rungs, eta=args.eta, top_seeds=args.top_seeds,
+            train_device=args.train_device, seed=args.seed, out=args.out,
             proxy=args.proxy, zero_cost_method=args.zero_cost_method, lut_db=args.lut_db, workers=args.workers,
             baselines=not args.no_baselines, population_size=args.population_size,
             heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, threads=args.threads,
@@ -124,24 +135,33 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _int_list(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers (training images per rung), got "
+                                         f"{text!r}") from None
+
+
 def _print_table(config, result) -> None:
-    print(f"\nPareto front of {config.study_name} ({len(result.front)} of {len(result.candidates)} complete "
-          f"trials); latency: {result.latency_label}")
-    print(f"{'trial':>6} {config.metric[:22]:>22} {'latency ms':>11}  {'source':9} params")
+    rung = result.front[0].rung if result.front else 0
+    print(f"\nPareto front of {config.study_name} at rung {rung} ({len(result.front)} of {len(result.candidates)} "
+          f"candidates); latency: {result.latency_label}")
+    print(f"{'trial':>6} {(config.metric[:22] + ' mean +- sd'):>33} {'seeds':>5} {'latency ms':>11}  {'source':9} "
+          "params")
     for c in result.front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
-        print(f"{c.number:>6} {c.accuracy:>22.4f} {c.latency_ms:>11.3f}  {c.latency_source:9} {params}")
+        print(f"{c.number:>6} {c.shown_accuracy:>33} {c.seeds:>5} {c.latency_ms:>11.3f}  {c.latency_source:9} "
+              f"{params}")
     if result.baselines:
-        from ._search import front_dominates_baselines
-
-        dominated = front_dominates_baselines(result)
-        print("seed baselines (same proxy):")
+        print("seed baselines (same proxy and rungs, each compared with the candidates at its highest rung):")
         for b in result.baselines:
-            beat = dominated.get(b.name, False)
-            same = any(c.latency_resolution == b.latency_resolution for c in result.front)
-            verdict = ("dominated by the front" if beat else "not dominated") if same else \
-                f"not comparable (priced at {b.latency_resolution}px)"
-            print(f"{b.name:>14} {b.accuracy:>14.4f} {b.latency_ms:>11.3f}  {b.latency_source:9} {verdict}")
+            v = result.verdicts.get(b.name)
+            verdict = {"dominated": "dominated by the front", "tie": "tie within noise",
+                       "not dominated": "not dominated"}.get(v.kind if v else "", f"not comparable (priced at "
+                                                                               f"{b.latency_resolution}px)")
+            print(f"{b.name:>14} {b.shown_accuracy:>25} {'r' + str(b.rung):>5} {b.latency_ms:>11.3f}  "
+                  f"{b.latency_source:9} {verdict}")
     print(f"run folder: {config.out_dir} (report.md, pareto.csv/json/png, genomes/)")
 
 

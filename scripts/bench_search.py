@@ -1,7 +1,16 @@
-"""Search benchmark: sampler hypervolume and proxy rank fidelity, into BENCHMARKS.md.
+"""Search benchmark: multi- vs single-fidelity search, sampler hypervolume, proxy rank fidelity, into BENCHMARKS.md.
 
+    python scripts/bench_search.py --mf [--budget-minutes 20] [--seeds 3] [--arms mf-nsga2 sf-nsga2 sf-random]
+                                   [--max-minutes M] [--report-only]
     python scripts/bench_search.py [--trials 20] [--seeds 3] [--samplers nsga2 tpe random]
                                    [--genomes 12] [--long-factor 5] [--skip-hv] [--skip-tau] [--no-write]
+
+0. ``--mf``: at equal compute (the same ``--timeout`` per study on this machine), the multi-fidelity search
+   (successive halving over the default rungs, NSGA-II) against single-fidelity NSGA-II and random sampling,
+   which train every candidate at the top rung's recipe (its images, two seeds averaged). Every front is so
+   measured at top-rung fidelity, and its 2-D hypervolume is taken against chance accuracy and
+   ``--hv-latency-ref`` ms. One JSON line per (arm, seed) goes to ``benchmarks/search/mf.jsonl`` as it
+   finishes (a rerun skips what is recorded; ``--max-minutes`` stops after the study in progress).
 
 1. Hypervolume: for each sampler and seed, a fresh study of --trials complete trials on Fashion-MNIST
    with the iphone12 LUT (the default `python -m nas.search` objective), then the 2-D hypervolume of its
@@ -50,8 +59,9 @@ def hypervolume_2d(points, ref_acc: float, ref_lat: float) -> float:
 def run_hv(args) -> list[str]:
     import optuna
 
-    from nas._search import SearchConfig, run_worker
+    from nas import SearchConfig
     from nas._storage import open_storage
+    from nas._worker import run_worker
 
     rows = []
     all_pts: list = []
@@ -97,6 +107,108 @@ def run_hv(args) -> list[str]:
     spread = ", ".join(f"{s} {(max(h) - min(h)) / base:.1%}" if base else s for s, h, _ in rows)
     lines += ["", f"Seed-to-seed spread (max - min, relative to random's mean): {spread}. A difference of the means "
               "smaller than these spreads is not significant at this number of seeds."]
+    return lines
+
+
+MF_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "search" / "mf.jsonl"
+ARMS = {"mf-nsga2": ("nsga2", "multi"), "sf-nsga2": ("nsga2", "single"), "sf-random": ("random", "single")}
+MF_GOAL = 0.10
+"""Goal: multi-fidelity hypervolume >= single-fidelity NSGA-II + 10%, outside the seed spread."""
+
+
+def _mf_config(args, arm: str, seed: int, tmp: str):
+    from nas import SearchConfig
+
+    sampler, fidelity = ARMS[arm]
+    top = SearchConfig().for_train_device("cpu").rungs[-1]
+    return SearchConfig(device=args.device, dataset=args.dataset, lut_db=args.lut_db, sampler=sampler, seed=seed,
+                        trials=100_000, timeout=60 * args.budget_minutes, baselines=False, threads=1,
+                        storage=f"{tmp}/{arm}-{seed}.db", study="bench", out=f"{tmp}/run-{arm}-{seed}",
+                        rungs=None if fidelity == "multi" else (top,))
+
+
+def run_mf_one(args, arm: str, seed: int) -> dict:
+    """One study of ``arm`` for ``--budget-minutes``; its top-rung front, hypervolume and counts."""
+    from nas._search import collect, run_search
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = _mf_config(args, arm, seed, tmp)
+        t0 = time.perf_counter()
+        run_search(cfg, progress=False)
+        seconds = time.perf_counter() - t0
+        got = collect(cfg)
+    front = got.front()
+    top = max(got.by_rung) if got.by_rung else 0
+    pts = [(c.accuracy, c.latency_ms) for c in front]
+    return {"arm": arm, "seed": seed, "budget_minutes": args.budget_minutes, "seconds": round(seconds, 1),
+            "front": [[a, lat] for a, lat in pts], "front_rung": front[0].rung if front else None,
+            "hypervolume": hypervolume_2d(pts, 0.1, args.hv_latency_ref), "hv_latency_ref": args.hv_latency_ref,
+            "per_rung": {str(r): len(v) for r, v in sorted(got.by_rung.items())}, "top_rung": top,
+            "machine": machine(), "dataset": args.dataset, "device": args.device}
+
+
+def run_mf(args) -> list[str]:
+    from scripts._common import append_jsonl, read_jsonl
+
+    records, problems = read_jsonl(MF_RESULTS)
+    for msg in problems:
+        _logger.warning("%s: %s (skipped)", MF_RESULTS, msg)
+    done = {(r["arm"], r["seed"]) for _, r in records if r.get("budget_minutes") == args.budget_minutes}
+    t0 = time.perf_counter()
+    for seed in range(args.seeds):
+        for arm in args.arms:
+            if args.report_only or (arm, seed) in done:
+                continue
+            if args.max_minutes is not None and time.perf_counter() - t0 >= 60 * args.max_minutes:
+                _logger.info("stopping: --max-minutes %g reached", args.max_minutes)
+                break
+            rec = run_mf_one(args, arm, seed)
+            append_jsonl(MF_RESULTS, rec)
+            _logger.info("%s seed %d: hypervolume %.4f, per rung %s", arm, seed, rec["hypervolume"], rec["per_rung"])
+    records, _ = read_jsonl(MF_RESULTS)
+    return mf_lines([r for _, r in records if r.get("budget_minutes") == args.budget_minutes], args)
+
+
+def mf_lines(records: list[dict], args) -> list[str]:
+    """The BENCHMARKS.md section of the multi-fidelity comparison (partial results say so)."""
+    by_arm: dict[str, list[dict]] = {}
+    for r in records:
+        by_arm.setdefault(r["arm"], []).append(r)
+    lines = [
+        "## Search: multi-fidelity vs single-fidelity at equal compute",
+        "",
+        f"Command: `python scripts/bench_search.py --mf --budget-minutes {args.budget_minutes} --seeds {args.seeds}`  ",
+        f"Raw results: `benchmarks/search/mf.jsonl`. Each study runs `--timeout {60 * args.budget_minutes}` s on one "
+        "thread; multi-fidelity: the default rungs; single-fidelity: every candidate at the top rung (its images, "
+        "2 seeds). Hypervolume of the front at top-rung fidelity, reference: accuracy 0.1 (chance), latency "
+        f"{args.hv_latency_ref} ms (PREDICTED iphone12).",
+        "",
+        "| arm | seeds done | hypervolume per seed | mean | spread (max - min) | candidates per rung (mean) |",
+        "| --- | --- | --- | --- | --- | --- |",
+    ]
+    means = {}
+    for arm in ARMS:
+        rs = sorted(by_arm.get(arm, []), key=lambda r: r["seed"])
+        if not rs:
+            lines.append(f"| {arm} | 0 | - | - | - | - |")
+            continue
+        hv = [r["hypervolume"] for r in rs]
+        means[arm] = (float(np.mean(hv)), max(hv) - min(hv))
+        rungs = sorted({k for r in rs for k in r["per_rung"]}, key=int)
+        per = ", ".join(f"r{k}: {np.mean([r['per_rung'].get(k, 0) for r in rs]):.1f}" for k in rungs)
+        lines.append(f"| {arm} | {len(rs)} | {', '.join(f'{v:.4f}' for v in hv)} | {means[arm][0]:.4f} | "
+                     f"{means[arm][1]:.4f} | {per} |")
+    complete = all(len(by_arm.get(a, [])) >= args.seeds for a in ("mf-nsga2", "sf-nsga2"))
+    if "mf-nsga2" in means and "sf-nsga2" in means and complete:
+        (mf, mf_spread), (sf, sf_spread) = means["mf-nsga2"], means["sf-nsga2"]
+        gain = mf / sf - 1 if sf else float("nan")
+        outside = mf - sf > max(mf_spread, sf_spread)
+        met = gain >= MF_GOAL and outside
+        lines += ["", f"Multi-fidelity vs single-fidelity NSGA-II: {gain:+.1%} hypervolume "
+                      f"({'outside' if outside else 'inside'} the seed spread). Goal (>= +{MF_GOAL:.0%}, outside the "
+                      f"spread): {'met' if met else 'NOT met'}."]
+    else:
+        lines += ["", f"Partial: fewer than {args.seeds} seeds of each arm recorded; no comparison is claimed yet."]
     return lines
 
 
@@ -177,11 +289,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--skip-hv", action="store_true")
     p.add_argument("--skip-tau", action="store_true")
     p.add_argument("--no-write", action="store_true")
+    p.add_argument("--mf", action="store_true", help="multi- vs single-fidelity search at equal compute")
+    p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
+    p.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock budget of each --mf study")
+    p.add_argument("--max-minutes", type=float, default=None, help="--mf: stop after the study in progress")
+    p.add_argument("--report-only", action="store_true", help="--mf: only rewrite the section from the results")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.mf:
+        lines = run_mf(args)
+        print("\n".join(lines))
+        if not args.no_write:
+            update_section("bench_search_mf", "\n".join(lines))
+        return 0
     if not args.skip_tau:
         lines = run_tau(args)
         print("\n".join(lines))

@@ -195,13 +195,21 @@ def test_imagefolder_messages_say_what_was_found(tmp_path):
 
 
 # -- 4, 5: claims ------------------------------------------------------------------------------------------
+def _handle():
+    from nas._studies import Handle
+
+    storage = optuna.storages.InMemoryStorage()
+    return Handle(optuna.create_study(storage=storage, directions=["maximize", "minimize"]), storage)
+
+
 def test_claims_never_exceed_the_target_or_repeat_a_key():
-    study = optuna.create_study(directions=["maximize", "minimize"])
+    handle = _handle()
+    study = handle.study
     verdicts: list[str] = []
 
     def worker(key: str, target: int | None) -> None:
         trial = study.ask()
-        c = claim(study, trial, key, target=target, poll=0.05)
+        c = claim(handle, trial, key, target=target, poll=0.05)
         verdicts.append(c.verdict)
         if c.go:
             time.sleep(0.05)
@@ -224,7 +232,7 @@ def test_claims_never_exceed_the_target_or_repeat_a_key():
     assert verdicts.count("go") <= 1
     # once scored, a key is a duplicate for good
     scored = next(t for t in study.get_trials() if t.state == S.COMPLETE)
-    c = claim(study, study.ask(), scored.user_attrs["genome_key"])
+    c = claim(handle, study.ask(), scored.user_attrs["genome_key"])
     assert (c.verdict, c.of) == ("duplicate", scored.number)
 
 
@@ -401,16 +409,19 @@ def test_export_removes_temporaries_of_killed_exports(tmp_path, lut_db, capsys):
 
 def test_an_inherited_claim_does_not_count():
     # Optuna's retry of a stale trial copies its user attributes, claim included: the copy has not claimed anything
-    study = optuna.create_study(directions=["maximize", "minimize"])
-    copy = study.ask()
+    handle = _handle()
+    copy = handle.study.ask()
     copy.set_user_attr("claim", [copy.number + 1000, "g"])  # the mark of the failed original, another number
-    c = claim(study, study.ask(), "g", target=1, poll=0.01, deadline=time.monotonic() + 1)
+    c = claim(handle, handle.study.ask(), "g", target=1, poll=0.01, deadline=time.monotonic() + 1)
     assert c.go
 
 
-def test_identity_of_an_earlier_version_is_upgraded_not_refused():
-    from nas._search import SearchConfig, _upgrade_identity
+def test_identity_of_an_earlier_version_is_read_in_todays_form():
+    from nas._config import SearchConfig
+    from nas._studies import upgrade_identity
 
-    cfg = SearchConfig(dataset="synthetic", epochs=2)
-    old = {k: v for k, v in cfg.identity().items() if k != "proxy_config"} | {"epochs": 2, "proxy_resolution": None}
-    assert _upgrade_identity(old) == cfg.identity()
+    # the first versions stored epochs and proxy_resolution; every version before the rungs had one fidelity
+    cfg = SearchConfig(dataset="synthetic", epochs=2, rungs=(4000,)).for_train_device("cpu")
+    old = {k: v for k, v in cfg.identity().items() if k not in ("proxy_config", "rungs", "eta", "top_seeds")}
+    old |= {"epochs": 2, "proxy_resolution": None}
+    assert upgrade_identity(old) == {**cfg.identity(), "eta": None, "top_seeds": 1}

@@ -1,0 +1,101 @@
+"""Pricing candidates on the search device: the latency label, the device check, the cheapest genome."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._config import SearchConfig
+from ._storage import redact_url
+
+__all__ = ["check_device", "latency_label", "latency_source", "min_reachable_latency", "space"]
+
+
+def latency_label(device: str) -> str:
+    """How latencies of ``device`` are labelled everywhere: measured, imported or PREDICTED with its error."""
+    from latency_lut import get_device
+
+    dev = get_device(device, allow_remote=True)
+    if dev.kind == "measured":
+        return f"measured on {dev.name} (sum of measured per-block LUT medians)"
+    if dev.kind == "remote":
+        return f"measured on remote device {dev.name} (imported per-block LUT)"
+    try:
+        from latency_lut._iphone12 import calibration_summary
+
+        s = calibration_summary()
+        return (f"PREDICTED for {dev.name} by a cost model, not measured (leave-one-family-out MAPE "
+                f"{s['lofo_mean_mape_pct']:.1f}%)")
+    except Exception:  # noqa: BLE001 - the label must never break a report
+        return f"PREDICTED for {dev.name} by a cost model, not measured"
+
+
+def latency_source(device: str) -> str:
+    from latency_lut import get_device
+
+    kind = get_device(device, allow_remote=True).kind
+    return {"measured": "measured", "predicted": "predicted", "remote": "imported"}[kind]
+
+
+def check_device(config: SearchConfig):
+    from latency_lut import LatencyTable, UnknownDeviceError, get_device
+
+    dev = get_device(config.device, allow_remote=True)
+    table = LatencyTable(config.lut_db)
+    if dev.kind == "remote" and not table.keys(dev.name):
+        raise UnknownDeviceError(
+            f"unknown device {config.device!r}: not a built-in device (ort-cpu, torch-cpu, iphone12, torch-cuda) "
+            f"and the LUT {redact_url(table.url)} has no rows for it (a remote device gets rows through "
+            "`python -m latency_lut bundle` and `import`)")
+    return dev, table
+
+
+def space(config: SearchConfig):
+    from search_space import SearchSpace
+
+    return SearchSpace(resolution=config.resolution)
+
+
+def min_reachable_latency(config: SearchConfig, table=None, *, passes: int = 3) -> tuple[float, Any]:
+    """The cheapest genome of the space on ``config.device`` found by coordinate descent from the smallest one.
+
+    Depth is held at each stage's minimum; every categorical gene is tried in turn, keeping the cheapest,
+    until a pass changes nothing. Returns ``(latency_ms, genome)``.
+    """
+    from latency_lut import predict_latency
+
+    space_ = space(config)
+    choices: dict[str, tuple] = {}
+    chosen: dict[str, Any] = {}
+
+    def draw():
+        def cat(name, options):
+            choices[name] = tuple(options)
+            v = chosen.get(name, options[0])
+            return v if v in options else options[0]
+
+        return space_._draw(cat, lambda name, lo, hi: lo)
+
+    def price(g) -> float:
+        return predict_latency(g, config.device, config.resolution, db=table)
+
+    best_g = draw()
+    best = price(best_g)
+    for _ in range(passes):
+        improved = False
+        for name in list(choices):
+            for v in choices.get(name, ()):
+                if chosen.get(name, choices[name][0]) == v:
+                    continue
+                old = chosen.get(name)
+                chosen[name] = v
+                g = draw()
+                ms = price(g)
+                if ms < best - 1e-12:
+                    best, best_g, improved = ms, g, True
+                elif old is None:
+                    chosen.pop(name)
+                else:
+                    chosen[name] = old
+        if not improved:
+            break
+    return best, best_g
