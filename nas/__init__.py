@@ -1,4 +1,4 @@
-"""RepNAS search, proxy training, reports and export; see DESIGN.md section 4.
+"""RepNAS search, proxy training, reports and export; see ``docs/architecture.md``, sections 3-6.
 
 Commands: ``python -m nas.search`` and ``python -m nas.export``.
 """

@@ -29,7 +29,8 @@ def study(tmp_path_factory):
     lut = str(d / "lut.db")
     common = ["--device", "iphone12", "--dataset", "synthetic", "--storage", str(d / "s.db"), "--lut-db", lut,
               "--no-progress", "--no-baselines", "--threads", "1"]
-    assert search_main([*common, "--study", "t", "--out", str(d / "run-t"), "--trials", "2", "--epochs", "1"]) == 0
+    assert search_main([*common, "--study", "t", "--out", str(d / "run-t"), "--trials", "2", "--epochs", "1",
+                        "--rungs", "640"]) == 0
     assert search_main([*common, "--study", "z", "--out", str(d / "run-z"), "--trials", "2",
                         "--proxy", "zero-cost"]) == 0
     st = optuna.create_study(study_name="bad", storage=f"sqlite:///{d / 's.db'}", directions=["maximize", "minimize"])

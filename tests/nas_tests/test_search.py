@@ -77,7 +77,8 @@ def test_zero_cost_search_writes_the_run_folder_with_baselines(tmp_path, lut_db,
 
 
 def test_trained_proxy_keeps_front_weights_and_a_budget(tmp_path, lut_db, capsys):
-    rc = main(_args(tmp_path, lut_db, "--trials", "3", "--epochs", "1", "--no-baselines", "--latency-max", "1.2"))
+    rc = main(_args(tmp_path, lut_db, "--trials", "3", "--epochs", "1", "--no-baselines", "--latency-max", "1.2",
+                         "--rungs", "640"))
     assert rc == 0, capsys.readouterr().err
     trials = _trials(str(tmp_path / "s.db"))
     complete = [t for t in trials if t.state == S.COMPLETE]
@@ -151,7 +152,7 @@ def test_missing_dataset_lists_where_it_looked(tmp_path, lut_db, capsys, monkeyp
 
 def test_resume_refuses_other_settings(tmp_path, lut_db, capsys):
     assert main(_args(tmp_path, lut_db, "--proxy", "zero-cost", "--trials", "1", "--no-baselines")) == 0
-    rc = main(_args(tmp_path, lut_db, "--trials", "2", "--no-baselines"))  # now with --proxy train
+    rc = main(_args(tmp_path, lut_db, "--trials", "2", "--no-baselines", "--rungs", "640"))  # now --proxy train
     err = capsys.readouterr().err
     assert rc == 2 and "created with other settings" in err
 
@@ -159,7 +160,8 @@ def test_resume_refuses_other_settings(tmp_path, lut_db, capsys):
 @pytest.mark.slow
 def test_sigkill_mid_trial_is_failed_and_retried_by_heartbeat(tmp_path, lut_db):
     storage = str(tmp_path / "s.db")
-    argv = _args(tmp_path, lut_db, "--trials", "3", "--epochs", "3", "--no-baselines", "--heartbeat-interval", "1",
+    argv = _args(tmp_path, lut_db, "--trials", "3", "--epochs", "3", "--rungs", "640", "--no-baselines",
+                 "--heartbeat-interval", "1",
                  "--grace-period", "3")
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     proc = subprocess.Popen([sys.executable, "-m", "nas.search", *argv], cwd=tmp_path, env=env,
