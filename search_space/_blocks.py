@@ -12,9 +12,11 @@ scale and folds away with the rest of the BN.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
-from timm.layers import DropPath, GroupNorm1, SelectAdaptivePool2d, SqueezeExcite, create_classifier, make_divisible
+from timm.layers import DropPath, GroupNorm1, SqueezeExcite, create_classifier, make_divisible
 from timm.models import register_notrace_function
 from torch import nn
 
@@ -38,10 +40,11 @@ __all__ = [
     "RepNASBlock",
     "RepNASHead",
     "RepNASStage",
-    "STEM_INPUT_CONVS",
     "create_downsample",
     "create_head",
     "create_stem",
+    "stem_input_convs",
+    "training_stem_input_convs",
 ]
 
 
@@ -64,7 +67,7 @@ class IdentityMixer(nn.Module):
 
     Training form: ``x + ls * (Aff(N(x)) - N(x))`` with ``Aff(y) = s * y + t`` per channel and ``N`` a
     one-group GroupNorm. ``reparameterize()`` folds ``(s - 1)``, ``t`` and ``ls`` into the norm's affine
-    (R8), leaving ``x + N'(x)``: the mixer itself is gone.
+    (``docs/reparam.md``, R8 and section 2.7), leaving ``x + N'(x)``: the mixer itself is gone.
     """
 
     __jit_unused_properties__ = ["fused"]
@@ -112,7 +115,7 @@ class AttentionMixer(nn.Module):
     """Pre-norm multi-head self-attention over all tokens of the map (FastViT's attention stage).
 
     ``x + ls * proj(MHSA(qkv(BN(x))))``. ``reparameterize()`` folds the BN into ``qkv`` (exact: a linear
-    layer has no padding, R7) and the layer scale into ``proj`` (R6).
+    layer has no padding, ``docs/reparam.md`` R7) and the layer scale into ``proj`` (R6).
     """
 
     def __init__(self, dim: int, head_dim: int | None = None, layer_scale_init: float = 1e-5) -> None:
@@ -302,7 +305,7 @@ class ConvNeXtDownsample(nn.Module):
     """ConvNeXt's separate downsampling layer: norm then 2x2 stride-2 conv.
 
     BN stands in for ConvNeXt's LayerNorm so that it folds into the conv: BN before a conv is exact to
-    fold only without padding (R7), which a non-overlapping 2x2 conv has.
+    fold only without padding (``docs/reparam.md``, R7), which a non-overlapping 2x2 conv has.
     """
 
     def __init__(self, in_chs: int, out_chs: int) -> None:
@@ -372,15 +375,6 @@ class RepNASStage(nn.Module):
 # -- stems and heads ------------------------------------------------------------------------------
 
 
-#: The training-form convolutions of each stem that read the input image (timm's ``first_conv``), relative
-#: to the stem. Folding changes them only for ``mobileone`` (to ``0.reparam_conv``).
-STEM_INPUT_CONVS = {
-    "repvit": ("0.conv",),
-    "mobileone": ("0.conv_kxk.0.conv", "0.conv_scale.conv"),
-    "patchify": ("conv",),
-}
-
-
 def create_stem(kind: str, in_chans: int, out_chs: int) -> nn.Module:
     """Stride-4 stem: RepViT (two 3x3 s2 conv+BN), FastViT MobileOne, or ConvNeXt patchify (4x4 s4)."""
     if kind == "repvit":
@@ -397,6 +391,22 @@ def create_stem(kind: str, in_chans: int, out_chs: int) -> nn.Module:
     if kind == "patchify":
         return ConvBN(in_chans, out_chs, 4, stride=4)
     raise ValueError(f"unknown stem {kind!r}")
+
+
+def stem_input_convs(stem: nn.Module) -> tuple[str, ...]:
+    """Names, relative to ``stem``, of the convolutions that read the input image (timm's ``first_conv``), in the
+    stem's current form: folding changes them for the ``mobileone`` stem (to ``0.reparam_conv``)."""
+    first, prefix = (stem[0], "0.") if isinstance(stem, nn.Sequential) else (stem, "")
+    return tuple(prefix + n for n, m in first.named_modules() if isinstance(m, nn.Conv2d))
+
+
+@functools.cache
+def training_stem_input_convs(kind: str) -> tuple[str, ...]:
+    """:func:`stem_input_convs` of a training-form stem of ``kind`` (the names do not depend on its widths).
+
+    The probe stem is built on the meta device, leaving torch's random state as it was."""
+    with torch.random.fork_rng(devices=[]), torch.device("meta"):
+        return stem_input_convs(create_stem(kind, 3, 16))
 
 
 def create_head(kind: str, in_chs: int) -> tuple[nn.Module, int]:
@@ -435,20 +445,25 @@ class RepNASHead(nn.Module):
         self.in_features = in_features
         self.use_norm = use_norm
         self.drop = nn.Dropout(drop_rate)
-        self.global_pool = SelectAdaptivePool2d(pool_type=pool_type)
-        self.num_features = in_features
-        self.norm: nn.Module = nn.Identity()
-        self.fc: nn.Module = nn.Identity()
-        self.reset(num_classes, pool_type)
+        self.reset(num_classes, pool_type)  # creates global_pool, norm, fc and num_features
 
     @property
     def pool_type(self) -> str:
         return self.global_pool.pool_type
 
-    def reset(self, num_classes: int, pool_type: str | None = None) -> None:
-        """A new classifier (BN included) for ``num_classes`` (0: none) and, unless None, new pooling."""
+    def reset(self, num_classes: int, pool_type: str | None = None, *, device: torch.device | None = None,
+              dtype: torch.dtype | None = None) -> None:
+        """A new classifier (BN included) for ``num_classes`` (0: none) and, unless None, new pooling.
+
+        The new layers are created on ``device`` / with ``dtype``; where not given, those of the head's own
+        parameters, which a head without a classifier does not have (``RepNASNet.reset_classifier`` passes the
+        model's).
+        """
         ref = next(self.parameters(), None)
-        dd = {} if ref is None else {"device": ref.device, "dtype": ref.dtype}
+        if ref is not None:
+            device = ref.device if device is None else device
+            dtype = ref.dtype if dtype is None else dtype
+        dd = {"device": device, "dtype": dtype}
         pool_type = self.pool_type if pool_type is None else pool_type
         unpooled = not pool_type
         # timm's create_classifier: flatten + Linear after pooling, 1x1 conv on the unpooled map

@@ -2,7 +2,7 @@
 
 Every class here has a training form with parallel linear branches and BatchNorm, and an in-place,
 idempotent ``reparameterize()`` that folds it into a single convolution (or linear layer). The
-formulas are the ones in ``docs/reparam.md`` (R1-R8):
+formulas are rules R1-R8 of ``docs/reparam.md`` (section 1; section 2 derives each class's fold):
 
 * ``ConvBN``: conv -> BN -> act; BN folded into the conv (R1).
 * ``MobileOneBlock``: k x k conv+BN branches, a 1x1 scale branch and a BN identity branch
@@ -13,7 +13,7 @@ formulas are the ones in ``docs/reparam.md`` (R1-R8):
 * ``RepCPE``: conditional positional encoding ``x + dw_7(x)``.
 
 Helper tensors (identity kernels) are always created on the weight's device and dtype, and new
-convolutions are built with keyword arguments (pitfall P8).
+convolutions are built with keyword arguments (``docs/reparam.md``, pitfall P7).
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def bn_scale_shift(bn: nn.modules.batchnorm._BatchNorm) -> tuple[torch.Tensor, t
 
 
 def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
-    """Zero-pad a k x k kernel symmetrically to ``size`` x ``size`` (R3: centred, odd sizes only)."""
+    """Zero-pad a k x k kernel symmetrically to ``size`` x ``size`` (``docs/reparam.md`` R3: centred, odd sizes)."""
     k = kernel.shape[-1]
     if k == size:
         return kernel
@@ -71,7 +71,7 @@ def pad_kernel(kernel: torch.Tensor, size: int) -> torch.Tensor:
 
 
 def identity_kernel(channels: int, groups: int, size: int, like: torch.Tensor) -> torch.Tensor:
-    """The identity as a ``(C, C/g, size, size)`` kernel (R4), on ``like``'s device and dtype."""
+    """The identity as a ``(C, C/g, size, size)`` kernel (``docs/reparam.md`` R4), on ``like``'s device and dtype."""
     in_per_group = channels // groups
     kernel = torch.zeros(channels, in_per_group, size, size, device=like.device, dtype=like.dtype)
     idx = torch.arange(channels, device=like.device)

@@ -13,11 +13,19 @@ from timm.layers import trunc_normal_
 from timm.models import checkpoint, checkpoint_seq
 from torch import nn
 
-from ._blocks import POOL_TYPES, STEM_INPUT_CONVS, RepNASHead, RepNASStage, create_head, create_stem
+from ._blocks import (
+    POOL_TYPES,
+    RepNASHead,
+    RepNASStage,
+    create_head,
+    create_stem,
+    stem_input_convs,
+    training_stem_input_convs,
+)
 from ._errors import InvalidGenomeError, ModelArgumentError
 from ._genome import STAGE_STRIDES, Genome
 
-__all__ = ["RepNASNet", "build_model", "default_cfg_for", "reparameterize"]
+__all__ = ["RepNASNet", "build_model", "default_cfg_for", "reparameterize", "structural_cfg"]
 
 GenomeLike = Genome | Mapping[str, Any] | str
 
@@ -37,20 +45,38 @@ def _conv_names(names: Sequence[str]) -> str | tuple[str, ...]:
     return names[0] if len(names) == 1 else tuple(names)
 
 
+def pool_size_for(input_size: Sequence[int], stride: int = STAGE_STRIDES[-1]) -> tuple[int, int]:
+    """Size of the feature map at ``stride`` for an input of ``input_size`` (``(C, H, W)`` or ``(H, W)``)."""
+    return tuple(math.ceil(s / stride) for s in input_size[-2:])
+
+
+def structural_cfg(genome: Genome, input_size: Sequence[int] | None = None) -> dict[str, Any]:
+    """The pretrained-config fields that describe the architecture, not the weights: ``input_size`` (default: the
+    genome's deployment resolution), the ``pool_size`` that input gives, ``first_conv`` (training form) and
+    ``classifier``. The one source for :func:`default_cfg_for`, ``genome=`` entrypoints and ``register_dir``."""
+    size = (3, genome.resolution, genome.resolution) if input_size is None else tuple(input_size)
+    return {
+        "input_size": size,
+        "pool_size": pool_size_for(size),
+        "first_conv": _conv_names([f"stem.{n}" for n in training_stem_input_convs(genome.stem)]),
+        "classifier": "head.fc",
+    }
+
+
 def default_cfg_for(genome: Genome, **kwargs: Any) -> dict[str, Any]:
     """timm's pretrained config for ``genome`` (training form); ``kwargs`` override fields."""
-    res = genome.resolution
+    own = structural_cfg(genome)
     return {
         "url": "",
         "num_classes": 1000,
-        "input_size": (3, res, res),
-        "pool_size": (math.ceil(res / STAGE_STRIDES[-1]),) * 2,
+        "input_size": own["input_size"],
+        "pool_size": own["pool_size"],
         "crop_pct": 0.95,
         "interpolation": "bicubic",
         "mean": IMAGENET_DEFAULT_MEAN,
         "std": IMAGENET_DEFAULT_STD,
-        "first_conv": _conv_names([f"stem.{n}" for n in STEM_INPUT_CONVS[genome.stem]]),
-        "classifier": "head.fc",
+        "first_conv": own["first_conv"],
+        "classifier": own["classifier"],
         "license": "apache-2.0",
         **kwargs,
     }
@@ -167,9 +193,7 @@ class RepNASNet(nn.Module):
     # -- timm config: first_conv follows the form (training / reparameterized) -----------------------
     def first_conv_names(self) -> str | tuple[str, ...]:
         """Name(s) of the convolution(s) reading the input image, in the model's current form."""
-        first = self.stem[0] if isinstance(self.stem, nn.Sequential) else self.stem
-        prefix = "stem.0." if isinstance(self.stem, nn.Sequential) else "stem."
-        return _conv_names([prefix + n for n, m in first.named_modules() if isinstance(m, nn.Conv2d)])
+        return _conv_names([f"stem.{n}" for n in stem_input_convs(self.stem)])
 
     def _live(self, cfg: dict[str, Any] | None) -> dict[str, Any] | None:
         if cfg is not None and cfg.get("first_conv") is not None:  # None: the caller disabled stem adaptation
@@ -216,7 +240,9 @@ class RepNASNet(nn.Module):
             raise ModelArgumentError(f"num_classes: expected a non-negative integer, got {num_classes!r}")
         if global_pool is not None:
             check_global_pool(global_pool)
-        self.head.reset(num_classes, global_pool)
+        # the model's device and dtype: a head without a classifier has no parameters of its own to take them from
+        ref = next(self.parameters())
+        self.head.reset(num_classes, global_pool, device=ref.device, dtype=ref.dtype)
         self.num_classes = num_classes
         self.head_hidden_size = self.head.num_features
 
@@ -270,17 +296,29 @@ class RepNASNet(nn.Module):
     def prune_intermediate_layers(
             self, indices: int | Sequence[int] = 1, prune_norm: bool = False, prune_head: bool = True,
     ) -> list[int]:
-        """Drop the stages after the last of ``indices`` (and, as timm does, ``final_conv`` and the classifier)."""
+        """Drop the stages after the last of ``indices`` and, as timm's FastViT does, ``final_conv`` and the classifier
+        (``final_conv`` follows the last stage and never feeds the features). Returns the absolute indices kept.
+
+        Afterwards the model describes itself as pruned: ``feature_info`` lists the kept stages (their indices are
+        unchanged), ``num_features`` is the last kept stage's width and ``pretrained_cfg['pool_size']`` its map
+        size. As after timm's ``reset_classifier(0, '')``, ``pretrained_cfg['classifier']`` still names
+        ``head.fc``, now an ``Identity``: where ``reset_classifier`` would put a new classifier. ``genome`` still
+        describes the whole architecture (the pruned network is a prefix of it).
+        """
         take = check_feature_indices(indices, len(self.stages), name="indices")
         last = max(take)
         if prune_norm or prune_head or last < len(self.stages) - 1:
             self.final_conv = nn.Identity()
             self.num_features = self.feature_info[last]["num_chs"]
             self.head = RepNASHead(self.num_features, 0, pool_type="", use_norm=self.genome.head == "linear",
-                                   drop_rate=self.drop_rate)
+                                   drop_rate=self.drop_rate).train(self.training)
             self.num_classes = 0
             self.head_hidden_size = self.head.num_features
+            cfg = self.__dict__.get("_pretrained_cfg_store")
+            if cfg is not None and cfg.get("input_size"):  # a new dict: timm may share the config
+                self.pretrained_cfg = {**cfg, "pool_size": pool_size_for(cfg["input_size"], STAGE_STRIDES[last])}
         self.stages = self.stages[:last + 1]
+        self.feature_info = self.feature_info[:last + 1]
         return take
 
 

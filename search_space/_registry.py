@@ -14,7 +14,6 @@ in one call.
 from __future__ import annotations
 
 import logging
-import math
 import re
 from pathlib import Path
 from typing import Any
@@ -22,8 +21,8 @@ from typing import Any
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 
 from ._errors import InvalidGenomeError, ModelArgumentError, ModelDirError
-from ._genome import STAGE_STRIDES, Genome
-from ._model import RepNASNet, as_genome, check_feature_indices, default_cfg_for
+from ._genome import Genome
+from ._model import RepNASNet, as_genome, check_feature_indices, default_cfg_for, structural_cfg
 from ._zoo import zoo
 
 __all__ = ["create_model_from_dir", "create_repnas", "default_cfg_for", "entrypoint_name", "register_dir"]
@@ -63,9 +62,6 @@ def create_repnas(variant: str, genome: Genome, pretrained: bool = False, **kwar
     )
 
 
-#: pretrained-config fields that describe the architecture (and so follow the genome), not the weights
-_STRUCTURAL_CFG = ("input_size", "pool_size", "first_conv", "classifier")
-
 default_cfgs = generate_default_cfgs({entrypoint_name(n): default_cfg_for(g) for n, g in zoo.items()})
 
 
@@ -84,9 +80,7 @@ def _make_entrypoint(variant: str, genome: Genome, doc: str, *, check=None, defa
         if g != genome:
             # another architecture under this name: the config's input fields must describe it (its deployment
             # resolution, stem), not the entrypoint's genome; the caller's own overlay still wins
-            own = default_cfg_for(g)
-            kwargs["pretrained_cfg_overlay"] = {**{k: own[k] for k in _STRUCTURAL_CFG},
-                                                **(kwargs.get("pretrained_cfg_overlay") or {})}
+            kwargs["pretrained_cfg_overlay"] = {**structural_cfg(g), **(kwargs.get("pretrained_cfg_overlay") or {})}
         return create_repnas(variant, g, pretrained=pretrained, **kwargs)
 
     _entry.__name__ = _entry.__qualname__ = variant
@@ -168,11 +162,9 @@ def register_dir(path: str | Path) -> str:
     fields = {f.name for f in dataclasses.fields(PretrainedCfg)}
     cfg = default_cfg_for(genome, **{k: tuple(v) if isinstance(v, list) and k.endswith(("size", "mean", "std"))
                                      else v for k, v in pcfg.items() if k in fields})
-    # structural fields come from the genome, not the folder (older exports wrote first_conv='stem')
-    own = default_cfg_for(genome)
-    cfg.update({k: own[k] for k in ("first_conv", "classifier")})
-    size = cfg.get("input_size") or own["input_size"]
-    cfg["pool_size"] = tuple(math.ceil(s / STAGE_STRIDES[-1]) for s in size[-2:])
+    # structural fields come from the genome, not the folder (older exports wrote first_conv='stem'); the folder's
+    # input_size is kept, with the pool_size it gives
+    cfg.update(structural_cfg(genome, cfg.get("input_size") or None))
     cfg.pop("architecture", None)
     weights = d / WEIGHTS_NAME
     cfg["file"] = str(weights) if weights.is_file() else None

@@ -13,7 +13,7 @@ def randomize_(model: nn.Module, seed: int = 0) -> nn.Module:
     """Randomise every BatchNorm/GroupNorm/LayerNorm statistic and affine, layer scale and affine mixer.
 
     Default BN state (gamma=1, beta=0, mean=0, var=1) and zero-initialised branches make a wrong fold
-    look right (pitfall P12); this gives every folded quantity a value of its own.
+    look right (``docs/reparam.md``, pitfall P9); this gives every folded quantity a value of its own.
     """
     g = torch.Generator().manual_seed(seed)
 

@@ -26,7 +26,8 @@ import search_space
 from search_space import ModelArgumentError, RepNASError, SearchSpace, reparameterize, zoo
 from search_space._blocks import MobileViTBlock
 from search_space._export import export_onnx
-from search_space._model import check_feature_indices, default_cfg_for
+from search_space._genome import MIXER_MIN_STAGE
+from search_space._model import default_cfg_for
 from search_space.testing import randomize_, unfoldable_batchnorms
 
 FORMS = ("train", "deployed")
@@ -93,7 +94,6 @@ def check_default_cfg(variant: str, form: str, **kw) -> None:
     assert model.get_submodule(cfg["classifier"]) is model.get_classifier()
     first = (cfg["first_conv"],) if isinstance(cfg["first_conv"], str) else cfg["first_conv"]
     assert all(name + ".weight" in sd for name in first)
-    assert model._traits["first_conv"] == cfg["first_conv"]  # what timm's load_pretrained and save_for_hf read
 
     x = _x(cfg["input_size"])
     readers = []  # the convolutions the image itself goes into
@@ -124,6 +124,26 @@ def check_default_cfg(variant: str, form: str, **kw) -> None:
     assert out.ndim == 4 and out.shape[1] == fresh.num_features and tuple(out.shape[-2:]) == tuple(cfg["pool_size"])
 
 
+def check_grad_checkpointing_backward(variant: str, form: str, size: int = 64, **kw) -> None:
+    """One training step with gradient checkpointing gives the gradients of one without it (both paths:
+    ``forward`` through ``checkpoint_seq`` and ``forward_intermediates`` through ``checkpoint``)."""
+    model = _create(variant, form, num_classes=7, **kw).train()
+    ckpt = copy.deepcopy(model)
+    ckpt.set_grad_checkpointing(True)
+    x = _x((3, size, size), batch=2)
+    grads = []
+    for m in (model, ckpt):
+        _, inter = m.forward_intermediates(x)
+        loss = m(x).square().mean() + sum(t.square().mean() for t in inter)
+        loss.backward()
+        grads.append({n: p.grad for n, p in m.named_parameters()})
+    assert grads[0].keys() == grads[1].keys()
+    missing = [n for n, g in grads[0].items() if g is None]
+    assert not missing, f"no gradient for {missing}"
+    for n, g in grads[0].items():
+        torch.testing.assert_close(grads[1][n], g, rtol=1e-4, atol=1e-6, msg=lambda m, n=n: f"{n}: {m}")
+
+
 def check_torchscript(variant: str, form: str, **kw) -> None:
     with timm.layers.set_layer_config(scriptable=True):
         model = _create(variant, form, **kw).eval()
@@ -133,29 +153,57 @@ def check_torchscript(variant: str, form: str, **kw) -> None:
         torch.testing.assert_close(scripted(x), model(x), rtol=1e-5, atol=1e-6)
 
 
-def check_features(variant: str, form: str, size: int = 96, out_indices=None, **kw) -> None:
-    extra = {} if out_indices is None else {"out_indices": out_indices}
-    levels = list(range(4)) if out_indices is None else check_feature_indices(out_indices)
-    feats = _create(variant, form, features_only=True, **extra, **kw).eval()
-    getter = _create(variant, form, features_only=True, feature_cls="getter", **extra, **kw).eval()
-    full = _create(variant, form, **kw).eval()
-    assert feats.feature_info.channels() == [full.feature_info[i]["num_chs"] for i in levels]
-    assert feats.feature_info.reduction() == [STRIDES[i] for i in levels]
-    assert getter.feature_info.channels() == feats.feature_info.channels()
-    x = _x((3, size, size))
+def _check_map_size(o: torch.Tensor, size: int, reduction: int) -> None:
+    """A map at ``reduction`` of a ``size`` px input: each side rounded down or up (padded convs round up)."""
+    lo, hi = size // reduction, math.ceil(size / reduction)
+    assert all(lo <= d <= hi for d in o.shape[-2:]), f"{tuple(o.shape[-2:])} at 1/{reduction} of {size} px"
+
+
+def _folded_like_training(net: nn.Module, x: torch.Tensor, seed: int) -> tuple[nn.Module, list[torch.Tensor]]:
+    """``net`` (training form) with random BN statistics, folded in a copy: (the copy, its outputs on ``x``),
+    after checking them against the training form's own outputs in eval mode."""
+    randomize_(net, seed=seed).eval()
+    folded = reparameterize(copy.deepcopy(net))
+    assert unfoldable_batchnorms(folded) == []
     with torch.no_grad():
-        outs, outs_getter = feats(x), getter(x)
-        _, inter = full.forward_intermediates(x)
-    assert len(outs) == len(outs_getter) == len(levels)
-    for o, g, c, r, level in zip(outs, outs_getter, feats.feature_info.channels(), feats.feature_info.reduction(),
-                                 levels):
-        assert o.shape[1] == c and o.shape[0] == 1 and torch.isfinite(o).all()
-        assert o.shape[-2] <= math.ceil(size / r) + 1 and o.shape[-1] <= math.ceil(size / r) + 1
-        assert o.shape == g.shape == inter[level].shape
-        if form == "train":  # same seed, same weights: the list extractor, the getter and forward_intermediates agree
-            # (folded copies were randomised over different module sets; test_reparameterized_backbone_* covers them)
+        ref, outs = net(x), folded(x)
+    assert len(outs) == len(ref)
+    for o, r in zip(outs, ref):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-4)
+    return folded, outs
+
+
+def check_features(variant: str, form: str, size: int = 96, out_indices=None, levels=(0, 1, 2, 3), *, seed: int = 0,
+                   **kw) -> None:
+    """``features_only`` (timm's list extractor and its ``forward_intermediates`` getter); ``levels`` are the stages
+    ``out_indices`` must select (written out by the caller, not computed by the code under test)."""
+    levels = list(levels)
+    extra = {} if out_indices is None else {"out_indices": out_indices}
+    x = _x((3, size, size))
+    # the training form; for form='deployed', a folded copy of it (with random BN statistics), checked against it
+    feats = _create(variant, "train", seed=seed, features_only=True, **extra, **kw).eval()
+    getter = _create(variant, "train", seed=seed, features_only=True, feature_cls="getter", **extra, **kw).eval()
+    full = _create(variant, "train", seed=seed, **kw).eval()
+    channels = [full.feature_info[i]["num_chs"] for i in levels]
+    assert channels == [full.genome.stages[i].width for i in levels]
+    assert feats.feature_info.channels() == getter.feature_info.channels() == channels
+    assert feats.feature_info.reduction() == getter.feature_info.reduction() == [STRIDES[i] for i in levels]
+    if form == "deployed":
+        feats, outs = _folded_like_training(feats, x, seed)
+        getter, outs_getter = _folded_like_training(getter, x, seed)
+    else:
+        with torch.no_grad():
+            outs, outs_getter = feats(x), getter(x)
+        with torch.no_grad():
+            _, inter = full.forward_intermediates(x)
+        # same seed, same weights: the list extractor, the getter and forward_intermediates agree
+        for o, g, level in zip(outs, outs_getter, levels):
             torch.testing.assert_close(o, g)
             torch.testing.assert_close(o, inter[level])
+    assert len(outs) == len(outs_getter) == len(levels)
+    for o, g, c, level in zip(outs, outs_getter, channels, levels):
+        assert o.shape[:2] == (1, c) and o.shape == g.shape and torch.isfinite(o).all()
+        _check_map_size(o, size, STRIDES[level])
 
 
 def check_intermediates(variant: str, form: str, size: int = 96, **kw) -> None:
@@ -164,8 +212,9 @@ def check_intermediates(variant: str, form: str, size: int = 96, **kw) -> None:
     with torch.no_grad():
         final, inter = model.forward_intermediates(x, output_fmt="NCHW")
         assert len(inter) == len(model.feature_info) == 4
-        for o, info in zip(inter, model.feature_info):
-            assert o.shape[1] == info["num_chs"] and o.shape[-1] <= math.ceil(size / info["reduction"]) + 1
+        for o, info, stage, stride in zip(inter, model.feature_info, model.genome.stages, STRIDES):
+            assert o.shape[1] == info["num_chs"] == stage.width
+            _check_map_size(o, size, stride)
         torch.testing.assert_close(final, model.forward_features(x))
         only = model.forward_intermediates(x, indices=2, intermediates_only=True, stop_early=True)
         assert [o.shape for o in only] == [o.shape for o in inter[2:]]
@@ -237,9 +286,17 @@ def test_zoo_features_only(name, form):
     check_features(_variant(name), form)
 
 
-@pytest.mark.parametrize("out_indices", [(1, 3), (-1,), 2, (0, 1, 2)])
-def test_features_only_out_indices(out_indices):
-    check_features(_variant("mobilevit_xs"), "train", size=96, out_indices=out_indices)
+@pytest.mark.parametrize(("out_indices", "levels"), [((1, 3), [1, 3]), ((-1,), [3]), (2, [2, 3]), (1, [3]),
+                                                     ((0, 1, 2), [0, 1, 2]), ((-3, -1), [1, 3]), ((0, -2), [0, 2])])
+def test_features_only_out_indices(out_indices, levels):
+    check_features(_variant("mobilevit_xs"), "train", size=96, out_indices=out_indices, levels=levels)
+
+
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("mixer", search_space.MIXERS)
+def test_grad_checkpointing_backward(mixer, form):
+    g = _small_genome(mixer=mixer, stem="mobileone", head="mobileone")
+    check_grad_checkpointing_backward(_variant("convnext_atto"), form, genome=g)
 
 
 @pytest.mark.parametrize("form", FORMS)
@@ -274,6 +331,64 @@ def test_pretrained_cfg_follows_the_form():
     deployed = timm.utils.reparameterize_model(model)  # timm's walker, not ours
     assert deployed.default_cfg["first_conv"] == "stem.0.reparam_conv" == deployed._traits["first_conv"]
     assert model.pretrained_cfg["first_conv"] != "stem.0.reparam_conv"  # the copy's folding left the original
+
+
+@pytest.mark.parametrize("name", ["repvit_m0_9", "fastvit_t8"])  # a linear head (BN in the classifier), a MobileOne
+def test_reset_classifier_keeps_the_model_dtype(name):
+    """A head without a classifier has no parameters: the new classifier takes the model's dtype."""
+    model = timm.create_model(_variant(name), num_classes=5).double().eval()
+    x = _x((3, 64, 64)).double()
+    model.reset_classifier(0)
+    model.reset_classifier(10)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 10) and out.dtype == torch.float64
+    assert {t.dtype for t in model.head.state_dict().values() if t.is_floating_point()} == {torch.float64}
+    model.reset_classifier(0, "")
+    model.reset_classifier(3, "")  # unpooled: 1x1 conv classifier (and BatchNorm2d for the linear head)
+    with torch.no_grad():
+        out = model(x)
+    assert out.shape == (1, 3, 2, 2) and out.dtype == torch.float64
+
+
+def test_reset_classifier_keeps_the_model_device():
+    model = timm.create_model(_variant("repvit_m0_9"), num_classes=5).to("meta")
+    model.reset_classifier(0)
+    model.reset_classifier(10)
+    assert {p.device.type for p in model.parameters()} == {"meta"}
+    assert model.head.fc.weight.shape == (10, model.num_features) and model.head.norm.weight.device.type == "meta"
+
+
+@pytest.mark.parametrize(("name", "indices", "kept", "pool_size"), [
+    ("convnext_atto", (0, 1), [0, 1], (28, 28)),  # 224 px, stride 8
+    ("convnext_atto", 2, [2, 3], (7, 7)),
+    ("fastvit_t8", (-2,), [2], (16, 16)),  # 256 px, stride 16
+])
+def test_prune_intermediate_layers_describes_the_pruned_model(name, indices, kept, pool_size):
+    variant = _variant(name)
+    model = timm.create_model(variant).eval()
+    widths = [st.width for st in model.genome.stages]
+    unpruned_pool_size = model.pretrained_cfg["pool_size"]
+    assert model.prune_intermediate_layers(indices) == kept
+    last = kept[-1]
+    assert len(model.stages) == len(model.feature_info) == last + 1
+    assert [i["module"] for i in model.feature_info] == [f"stages.{i}" for i in range(last + 1)]
+    assert model.feature_info[-1]["num_chs"] == widths[last] == model.num_features == model.head_hidden_size
+    cfg = model.pretrained_cfg
+    assert cfg["pool_size"] == pool_size
+    assert timm.models.get_pretrained_cfg(variant).pool_size == unpruned_pool_size  # the registry's is untouched
+    x = _x(cfg["input_size"])
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert feats.shape == (1, widths[last], *pool_size)
+        # no classifier and no pooling, as after timm's reset_classifier(0, ''): cfg['classifier'] names the Identity
+        # where reset_classifier puts a new one
+        assert model.num_classes == 0 and torch.equal(model(x), feats)
+        assert isinstance(model.get_submodule(cfg["classifier"]), nn.Identity)
+        inter = model.forward_intermediates(x, indices=kept, intermediates_only=True)
+        assert [tuple(t.shape[1:]) for t in inter][-1] == (widths[last], *pool_size)
+        model.reset_classifier(10, "avg")
+        assert model(x).shape == (1, 10) and model.get_submodule(cfg["classifier"]) is model.get_classifier()
 
 
 def test_reparameterized_backbone_keeps_features_and_pre_logits():
@@ -409,8 +524,10 @@ def test_head_shapes_for_every_pooling(head, pool, form):
 
 
 def _small_genome(head="linear", stem="repvit", mixer="repdw", resolution=64):
+    """Four one-block stages, ``mixer`` in every stage from 1 (or the first that allows it) on."""
+    first = max(1, MIXER_MIN_STAGE[mixer])
     return search_space.Genome(
-        stages=tuple(search_space.StageGenome(depth=1, width=w, mixer=mixer if i else "repdw",
+        stages=tuple(search_space.StageGenome(depth=1, width=w, mixer=mixer if i >= first else "repdw",
                                               downsample="none" if i == 0 else "metaformer")
                      for i, w in enumerate((16, 24, 32, 40))),
         stem=stem, head=head, resolution=resolution)
@@ -433,8 +550,8 @@ _SPACE = SearchSpace(resolution=64, widths=((16, 24), (24, 32), (32, 48), (48, 6
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(seed=st.integers(0, 2**32 - 1), form=st.sampled_from(FORMS), size=st.sampled_from([64, 80, 96]),
-       levels=st.sets(st.integers(0, 3), min_size=1))
-def test_random_genomes_keep_the_contract(seed, form, size, levels):
+       levels=st.sets(st.integers(0, 3), min_size=1), negative=st.booleans())
+def test_random_genomes_keep_the_contract(seed, form, size, levels, negative):
     genome = _SPACE.sample(np.random.default_rng(seed))
     kw = dict(genome=genome, seed=seed % 1000)
     variant = _variant("repvit_m0_9")
@@ -442,10 +559,13 @@ def test_random_genomes_keep_the_contract(seed, form, size, levels):
     check_backward(variant, form, **kw)
     check_default_cfg(variant, form, **kw)
     check_torchscript(variant, form, **kw)
-    check_features(variant, form, size=size, out_indices=tuple(sorted(levels)), **kw)
+    levels = sorted(levels)  # given as absolute indices, or the same levels counted from the end
+    check_features(variant, form, size=size, out_indices=tuple(i - 4 if negative else i for i in levels),
+                   levels=levels, **kw)
     check_intermediates(variant, form, size=size, **kw)
     check_fx(variant, form, **kw)
     check_fx_plain_torchvision(variant, form, size=size, **kw)
+    check_grad_checkpointing_backward(variant, form, **kw)
 
 
 # -- a folder registered with register_dir ------------------------------------------------------------------------
@@ -473,6 +593,60 @@ def test_registered_folder_keeps_the_contract(registered, form):
     check_forward(registered, form, **kw)
     check_backward(registered, form, **kw)
     check_torchscript(registered, form, **kw)
-    check_features(registered, form, size=96, out_indices=(1, 2, 3), **kw)  # 96: stride-32 map 3x3, patch 2
+    check_features(registered, form, size=96, out_indices=(1, 2, 3), levels=[1, 2, 3], **kw)  # 96: 3x3, patch 2
     check_intermediates(registered, form, **kw)
     check_fx(registered, form, **kw)
+
+
+@pytest.fixture(scope="module")
+def registered_linear(tmp_path_factory):
+    """A folder with a ``linear`` head (its BN belongs to the classifier) and trained-looking BN statistics."""
+    from timm.models import save_for_hf
+
+    d = tmp_path_factory.mktemp("exported_linear")
+    genome = _small_genome(stem="repvit", mixer="repmixer", head="linear", resolution=64)
+    cfg = default_cfg_for(genome, num_classes=10)
+    torch.manual_seed(3)
+    model = search_space.create_repnas("repnas_contract_linear_dir", genome, num_classes=10, pretrained_cfg=cfg)
+    randomize_(model, seed=3).eval()
+    assert any(k.startswith("head.norm.") for k in model.state_dict())
+    save_for_hf(model, str(d), model_args={"genome": genome.to_dict()}, safe_serialization=True)
+    return search_space.register_dir(d), model
+
+
+@pytest.mark.parametrize("form", FORMS)
+def test_registered_linear_head_folder_as_a_backbone(registered_linear, form):
+    """Loaded without its classifier (so without the head's BN), unpooled, and as a feature extractor."""
+    name, saved = registered_linear
+    x = _x((3, 64, 64), batch=2, seed=5)
+    with torch.no_grad():
+        ref_map, ref_inter = saved.forward_intermediates(x)
+        ref_logits = saved(x)
+    tol = dict(rtol=1e-4, atol=1e-4) if form == "deployed" else dict(rtol=0, atol=0)
+
+    def load(**kwargs) -> nn.Module:
+        m = timm.create_model(name, pretrained=True, **kwargs).eval()
+        return reparameterize(m) if form == "deployed" else m  # folds the loaded statistics
+
+    whole = load()  # the classifier too, BN included
+    with torch.no_grad():
+        torch.testing.assert_close(whole(x), ref_logits, **tol)
+
+    backbone = load(num_classes=0, global_pool="")
+    sd = backbone.state_dict()
+    assert backbone.num_classes == 0 and not any(k.startswith(("head.norm.", "head.fc.")) for k in sd)
+    if form == "train":  # every weight the backbone has is the folder's
+        saved_sd = saved.state_dict()
+        assert all(torch.equal(v, saved_sd[k]) for k, v in sd.items())
+    with torch.no_grad():
+        out = backbone(x)
+    assert out.shape == ref_map.shape and out.shape[1] == backbone.num_features
+    torch.testing.assert_close(out, ref_map, **tol)
+
+    feats = load(features_only=True)
+    assert feats.feature_info.channels() == [16, 24, 32, 40]
+    with torch.no_grad():
+        outs = feats(x)
+    assert len(outs) == 4
+    for o, r in zip(outs, ref_inter):
+        torch.testing.assert_close(o, r, **tol)
