@@ -12,7 +12,9 @@ name) by marking itself, then looks at every other trial:
 
 Marking first and looking second makes the rule safe without locks: of two workers that claim at the same
 moment, the later one to look always sees the other's mark, so at most one of them trains a key and the
-claimed trials never exceed the target. (Both may step back at worst, and try again with another genome.)
+claimed trials never exceed the target. Both may step back at worst: a sampled trial then tries another
+genome; a queued evaluation (a promotion, a baseline) whose copies all stepped back counts as not queued,
+and the next promotion sweep queues it again (:meth:`nas._studies.Handle.enqueue`).
 A killed worker's RUNNING trial keeps its claim until Optuna's heartbeat fails it (``fail_stale_trials``,
 called while waiting).
 """
@@ -25,12 +27,13 @@ from dataclasses import dataclass
 
 from ._record import TrialRecord, set_attrs
 
-__all__ = ["Claim", "claim"]
+__all__ = ["Claim", "claim", "claimed_key"]
 
 
 @dataclass(frozen=True)
 class Claim:
-    """What :func:`claim` decided: ``go`` (train it), ``duplicate`` (of trial ``of``), or ``full`` (target met)."""
+    """What :func:`claim` decided: ``go`` (train it), ``duplicate`` (of trial ``of``), ``full`` (the target is met)
+    or ``stopped`` (the deadline passed or Ctrl-C came while it waited)."""
 
     verdict: str
     of: int | None = None
@@ -48,8 +51,8 @@ def claim(handle, trial, key: str, *, target: int | None = None, poll: float = 2
     Args:
         target: COMPLETE trials the study should end with (None: no limit, only duplicates are refused).
         poll: Mean seconds between looks while waiting for claimed trials to finish.
-        deadline: ``time.monotonic()`` after which a waiting claim gives up as ``full``.
-        cancelled: A callable; once it returns True (Ctrl-C) a waiting claim gives up as ``full``.
+        deadline: ``time.monotonic()`` after which a waiting claim gives up as ``stopped``.
+        cancelled: A callable; once it returns True (Ctrl-C) a waiting claim gives up as ``stopped``.
     """
     import optuna
 
@@ -60,14 +63,14 @@ def claim(handle, trial, key: str, *, target: int | None = None, poll: float = 2
         others = [t for t in handle.trials((S.COMPLETE, S.RUNNING), fresh=True) if t.number != trial.number]
         done = [t for t in others if t.state == S.COMPLETE and TrialRecord.from_trial(t).genome_key == key
                 and t.values]
-        busy = [t for t in others if t.state == S.RUNNING and _claimed(t) == key]
+        busy = [t for t in others if t.state == S.RUNNING and claimed_key(t) == key]
         if done or busy:
             set_attrs(trial, claim=None)
             return Claim("duplicate", (done or busy)[0].number)
         if target is None:
             break
         complete = sum(t.state == S.COMPLETE for t in others)
-        in_flight = sum(t.state == S.RUNNING and _claimed(t) is not None for t in others)
+        in_flight = sum(t.state == S.RUNNING and claimed_key(t) is not None for t in others)
         if complete >= target:
             set_attrs(trial, claim=None)
             return Claim("full")
@@ -75,14 +78,14 @@ def claim(handle, trial, key: str, *, target: int | None = None, poll: float = 2
             break
         set_attrs(trial, claim=None)  # step back while the claimed trials finish (or fail)
         if (deadline is not None and time.monotonic() >= deadline) or (cancelled is not None and cancelled()):
-            return Claim("full")
+            return Claim("stopped")
         time.sleep(poll * (0.5 + rng.random()))
         handle.fail_stale()
     set_attrs(trial, genome_key=key)
     return Claim("go")
 
 
-def _claimed(t) -> str | None:
+def claimed_key(t) -> str | None:
     """The key trial ``t`` claims itself. A retried trial inherits its failed original's user attributes (Optuna's
     ``RetryHeartbeatStaleTrialCallback`` copies them), so a mark counts only if it names ``t``'s own number."""
     mark = TrialRecord.from_trial(t).claim

@@ -256,7 +256,7 @@ class SearchConfig:
         return {"device": self.device, "dataset": self.dataset, "proxy": self.proxy, "resolution": self.resolution,
                 "zero_cost_method": self.zero_cost_method if self.proxy == "zero-cost" else None,
                 "proxy_config": self.proxy_config().to_dict(), "latency_max": self.latency_max,
-                "rungs": [r.images for r in self.ladder()], "eta": self.eta,
+                "rungs": [r.images for r in self.ladder()], "eta": self.eta if len(self.ladder()) > 1 else None,
                 "top_seeds": len(self.ladder()[-1].seeds)}
 
 

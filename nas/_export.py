@@ -71,7 +71,7 @@ def _get_trial(study, number: int):
     S = optuna.trial.TrialState
     if t.state != S.COMPLETE or not t.values:
         rec = TrialRecord.from_trial(t)
-        why = rec.fail_reason or rec.rejected or t.system_attrs.get("fail_reason")
+        why = rec.fail_reason or rec.rejected
         hint = {S.RUNNING: "it is still running; wait for it to finish",
                 S.WAITING: "it is queued and has not run yet",
                 S.PRUNED: ("it was rejected before training (over the latency budget)" if rec.rejected
@@ -369,8 +369,7 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
            ) -> ExportResult:
     from timm.models import save_for_hf
 
-    from latency_lut import predict_latency
-    from latency_lut._measure import backend_versions, measure_onnx_file
+    from latency_lut import backend_versions, measure_onnx_file, predict_latency
     from search_space import Genome, InvalidGenomeError
     from search_space._export import export_onnx
     from search_space._registry import create_repnas, default_cfg_for
@@ -409,6 +408,7 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
         "latency_source": rec.latency_source or "?", "latency_resolution": res,
         "metric": "proxy accuracy" if ident.get("proxy", "train") == "train" else "zero-cost score",
         "accuracy": float(best.values[0]), "accuracy_sd": rec.accuracy_sd, "seeds": rec.n_seeds,
+        "weights_accuracy": rec.accuracies[0] if rec.accuracies else None,
         "rung": rec.rung_or_zero, "fidelity": rec.fidelity, "dataset": data["name"], "proxy": data.get("proxy", ""),
         "proxy_resolution": data.get("proxy_resolution"), "weights": has_weights,
     }
@@ -438,9 +438,9 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
     measured = clocks.latency.median_ms
     lut_note = ""
     try:
-        from latency_lut._lut import _table, network_correction
+        from latency_lut import network_correction, open_table
 
-        table = _table(lut_db)
+        table = open_table(lut_db)
         lut_ms = predict_latency(genome, "ort-cpu", res, db=table, num_classes=nc)
         corrected = network_correction("ort-cpu", table, threads=1, resolution=res) is not None
         lut_note = (f"per-block rows of the ort-cpu LUT `{redact_url(table.url)}` (measured on the machine that built "
@@ -479,7 +479,7 @@ def _default_permissions(folder: Path) -> None:
 
 
 def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
-    from latency_lut._measure import cpu_description
+    from latency_lut import cpu_description
 
     m = r.extra["meta"]
     res = m["latency_resolution"]
@@ -494,6 +494,9 @@ def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
                 f"search's short proxy training at rung {m.get('rung', 0)}"
                 + (f" ({m['fidelity']:,} training images)" if m.get("fidelity") else "")
                 if m["metric"] == "proxy accuracy" else f"{m['metric']}: {r.accuracy:.4f}")
+    if r.has_weights and m.get("seeds", 1) > 1 and m.get("weights_accuracy") is not None:
+        acc_line += (f". The weights here are those of the first seed, which scored {m['weights_accuracy']:.4f}; the "
+                     "accuracy above is the mean over the seeds")
     lines = [
         f"# {r.architecture}",
         "",

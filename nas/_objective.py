@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from ._config import Rung, SearchConfig
-from ._record import TrialRecord, eval_key, set_attrs
+from ._record import BASELINE_PARAM, LATENCY_CONSTRAINT, TrialRecord, clear_inherited, eval_key, set_attrs
 from ._report import is_dominated
 
 __all__ = ["Evaluator", "Score", "candidate_objective", "queued_objective", "train_device"]
@@ -105,6 +105,7 @@ def candidate_objective(config: SearchConfig, evaluator: Evaluator, studies, *, 
     rung = evaluator.ladder[0]
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
+        _started(trial)
         genome = space_.suggest(trial)
         set_attrs(trial, genome=genome.to_dict(), rung=0, candidate=trial.number, fidelity=rung.fidelity or None)
         lat = _price(config, evaluator, trial, genome, config.resolution)
@@ -131,13 +132,14 @@ def queued_objective(config: SearchConfig, evaluator: Evaluator, studies, *, bas
     handle = studies.baselines if baselines else studies.rungs
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
+        _started(trial)
         rec = TrialRecord.from_trial(trial)
         if rec.genome_key is None or rec.rung is None:  # nothing was left queued (another worker took it)
             set_attrs(trial, skipped="nothing queued")
             raise optuna.TrialPruned("nothing queued")
         rung = evaluator.ladder[rec.rung]
         if baselines:
-            trial.suggest_categorical("baseline", sorted(zoo))
+            trial.suggest_categorical(BASELINE_PARAM, sorted(zoo))
             genome = zoo[rec.baseline]
             res = config.resolution
             try:
@@ -157,6 +159,14 @@ def queued_objective(config: SearchConfig, evaluator: Evaluator, studies, *, bas
     return objective
 
 
+def _started(trial) -> None:
+    """The first thing every objective does: mark the trial as started by this process (a RUNNING trial without
+    the mark never reached its objective, see :meth:`nas._studies.Handle.fail_unstarted`) and clear what a
+    heartbeat retry inherited from its failed original."""
+    set_attrs(trial, worker_pid=os.getpid())
+    clear_inherited(trial)
+
+
 def _price(config: SearchConfig, evaluator: Evaluator, trial, genome, resolution: int) -> float:
     """Latency of ``genome`` on the search device; records it, the budget constraint and rejects far violators."""
     import optuna
@@ -166,11 +176,10 @@ def _price(config: SearchConfig, evaluator: Evaluator, trial, genome, resolution
     from ._pricing import latency_source
 
     lat = predict_latency(genome, config.device, resolution, db=evaluator.table)
-    set_attrs(trial, latency_ms=lat, latency_source=latency_source(config.device), latency_resolution=resolution,
-              worker_pid=os.getpid())
+    set_attrs(trial, latency_ms=lat, latency_source=latency_source(config.device), latency_resolution=resolution)
     if config.latency_max is not None:
-        if "latency_ms" not in (trial.constraints or {}):  # a retried trial inherits its original's constraint
-            trial.set_constraint("latency_ms", lat - config.latency_max)
+        if LATENCY_CONSTRAINT not in (trial.constraints or {}):  # a retry inherits its original's constraint
+            trial.set_constraint(LATENCY_CONSTRAINT, lat - config.latency_max)
         set_attrs(trial, feasible=lat <= config.latency_max)
         if lat > config.reject_factor * config.latency_max:
             reason = (f"rejected before training: {lat:.3f} ms > {config.reject_factor:g} x the "
@@ -223,6 +232,9 @@ def _skip(trial, c) -> None:
     if c.verdict == "duplicate":
         set_attrs(trial, duplicate_of=c.of)
         raise optuna.TrialPruned(f"duplicate of trial {c.of}: not trained again")
+    if c.verdict == "stopped":
+        set_attrs(trial, skipped="the deadline passed (or Ctrl-C came) while this trial waited for a free slot")
+        raise optuna.TrialPruned("stopped while waiting")
     set_attrs(trial, skipped="the study reached its target while this trial waited")
     raise optuna.TrialPruned("target reached")
 

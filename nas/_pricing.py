@@ -5,47 +5,31 @@ from __future__ import annotations
 from typing import Any
 
 from ._config import SearchConfig
-from ._storage import redact_url
 
 __all__ = ["check_device", "latency_label", "latency_source", "min_reachable_latency", "space"]
 
 
 def latency_label(device: str) -> str:
     """How latencies of ``device`` are labelled everywhere: measured, imported or PREDICTED with its error."""
-    from latency_lut import get_device
+    from latency_lut import latency_label as label
 
-    dev = get_device(device, allow_remote=True)
-    if dev.kind == "measured":
-        return f"measured on {dev.name} (sum of measured per-block LUT medians)"
-    if dev.kind == "remote":
-        return f"measured on remote device {dev.name} (imported per-block LUT)"
-    try:
-        from latency_lut._iphone12 import calibration_summary
-
-        s = calibration_summary()
-        return (f"PREDICTED for {dev.name} by a cost model, not measured (leave-one-family-out MAPE "
-                f"{s['lofo_mean_mape_pct']:.1f}%)")
-    except Exception:  # noqa: BLE001 - the label must never break a report
-        return f"PREDICTED for {dev.name} by a cost model, not measured"
+    return label(device)
 
 
 def latency_source(device: str) -> str:
-    from latency_lut import get_device
+    """``measured``, ``predicted`` or ``imported``: the source recorded with each latency of ``device``."""
+    from latency_lut import source_word
 
-    kind = get_device(device, allow_remote=True).kind
-    return {"measured": "measured", "predicted": "predicted", "remote": "imported"}[kind]
+    return source_word(device)
 
 
 def check_device(config: SearchConfig):
-    from latency_lut import LatencyTable, UnknownDeviceError, get_device
+    """The device's latency source and the LUT; a device the LUT cannot price at all is refused here."""
+    from latency_lut import LatencyTable, get_device
 
     dev = get_device(config.device, allow_remote=True)
     table = LatencyTable(config.lut_db)
-    if dev.kind == "remote" and not table.keys(dev.name):
-        raise UnknownDeviceError(
-            f"unknown device {config.device!r}: not a built-in device (ort-cpu, torch-cpu, iphone12, torch-cuda) "
-            f"and the LUT {redact_url(table.url)} has no rows for it (a remote device gets rows through "
-            "`python -m latency_lut bundle` and `import`)")
+    dev.check_known(table)
     return dev, table
 
 

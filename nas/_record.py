@@ -17,7 +17,13 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
-__all__ = ["StudyKeys", "TrialRecord", "eval_key", "set_attrs"]
+__all__ = ["BASELINE_PARAM", "LATENCY_CONSTRAINT", "RESET_ON_RETRY", "StudyKeys", "TrialRecord", "eval_key",
+           "clear_inherited", "set_attrs"]
+
+BASELINE_PARAM = "baseline"
+"""The Optuna parameter of a baseline trial (its zoo name, so the dashboard's parameter plots show it)."""
+LATENCY_CONSTRAINT = "latency_ms"
+"""The ``Trial.set_constraint`` name of the latency budget."""
 
 
 class StudyKeys:
@@ -136,9 +142,22 @@ def set_attrs(trial, **fields: Any) -> None:
         trial.set_user_attr(k, v)
 
 
+RESET_ON_RETRY = ("duplicate_of", "skipped", "fail_reason", "rejected", "weights", "seeds", "accuracies",
+                  "accuracy_sd", "seconds", "epochs_run", "stopped_early", "stop_reason", "loss")
+"""Outcome fields a heartbeat retry inherits from its failed original (Optuna copies user attributes); every
+objective clears them first, so a retry never shows its original's results."""
+
+
+def clear_inherited(trial) -> None:
+    """Clear the :data:`RESET_ON_RETRY` fields a retried ``trial`` carries (nothing to do on a fresh trial)."""
+    for k in RESET_ON_RETRY:
+        if trial.user_attrs.get(k) is not None:
+            trial.set_user_attr(k, None)
+
+
 def eval_key(base: str, rung: int) -> str:
     """The claim key of evaluating ``base`` (a genome key, or ``baseline:<name>``) at ``rung``.
 
-    Rung 0 keeps the bare key, so studies of earlier versions (one fidelity) resume without repeating work.
+    Rung 0 keeps the bare key that versions before the rungs used, so their trials read the same way.
     """
     return base if rung == 0 else f"{base}@rung{rung}"

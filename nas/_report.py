@@ -208,7 +208,8 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
     ax.set_ylabel(metric)
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
     fig.savefig(tmp)
@@ -318,10 +319,11 @@ class Verdict:
     by: Candidate | None = None
     margin: float = 0.0
     noise_measured: bool = True
+    why: str = ""
 
     def text(self) -> str:
         if self.kind == "n/a":
-            return "n/a (priced at another resolution than the search)"
+            return f"n/a ({self.why})"
         if self.by is None:
             return "no"
         what = "yes" if self.kind == "dominated" else "tie within noise"
@@ -338,9 +340,11 @@ def baseline_verdict(b: Candidate, peers: Sequence[Candidate], sd: float | None)
     the top rung; a lower rung is assumed no less noisy). Without a measured ``sd`` the margin is 0 and the
     verdict says so.
     """
+    if not any(c.feasible for c in peers):
+        return Verdict("n/a", why=f"no feasible candidate evaluated at rung {b.rung} yet")
     same = [c for c in peers if c.feasible and c.latency_resolution == b.latency_resolution]
     if not same:
-        return Verdict("n/a")
+        return Verdict("n/a", why=f"priced at {b.latency_resolution}px, the candidates at another resolution")
     faster = sorted((c for c in same if c.latency_ms <= b.latency_ms), key=lambda c: -c.accuracy)
 
     def margin(c: Candidate) -> float:
@@ -367,8 +371,9 @@ def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
         f"- candidates: {meta.get('n_complete', 0)} complete at rung 0, {meta.get('n_rejected', 0)} rejected before "
         f"training (over the latency budget), {meta.get('n_duplicates', 0)} skipped as repeats of a scored genome, "
         f"{meta.get('n_failed', 0)} failed, {meta.get('n_running', 0)} running",
-        "- evaluations per rung: " + (", ".join(f"rung {r} ({_images(f)}): {n}" for r, n, f in meta.get("rungs", []))
-                                      or "none yet"),
+        "- candidates evaluated per rung: "
+        + (", ".join(f"rung {r} ({_images(f, meta.get('proxy'))}): {n}" for r, n, f in meta.get("rungs", []))
+           or "none yet"),
     ]
     sd = meta.get("seed_sd")
     lines.append(f"- seed-to-seed spread at the top rung: sd {sd:.4f} (pooled); a difference of two {metric} "
@@ -405,5 +410,7 @@ def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
     return "\n".join(lines)
 
 
-def _images(fidelity: int | None) -> str:
-    return f"{fidelity:,} images" if fidelity else "zero-cost"
+def _images(fidelity: int | None, proxy: str | None) -> str:
+    if fidelity:
+        return f"{fidelity:,} images"
+    return "zero-cost" if proxy == "zero-cost" else "one fidelity, images not recorded"

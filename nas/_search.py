@@ -203,7 +203,8 @@ def collect(config: SearchConfig, study=None) -> Collected:
         "n_duplicates": sum(t.state == S.PRUNED and r.duplicate_of is not None for t, r in recs),
         "n_failed": sum(t.state == S.FAIL for t in trials),
         "n_running": sum(t.state == S.RUNNING for t in trials),
-        "failures": [(t.number, r.fail_reason or "?") for t, r in recs if t.state == S.FAIL],
+        "failures": [(t.number, r.fail_reason or "no reason recorded: its worker was killed or interrupted")
+                     for t, r in recs if t.state == S.FAIL],
     }
     out.unfinished |= {t.number for t in trials if t.state in (S.RUNNING, S.WAITING)}
     return out

@@ -25,13 +25,15 @@ from typing import Any
 
 from ._config import BASELINE_SUFFIX, RUNGS_SUFFIX, SearchConfig
 from ._errors import SearchConfigError, StudyStorageError
-from ._record import StudyKeys, TrialRecord
+from ._record import BASELINE_PARAM, StudyKeys, TrialRecord
 from ._storage import _first_line, open_storage, redact_url
 
 __all__ = ["Handle", "Studies", "open_studies"]
 
 _logger = logging.getLogger(__name__)
 DIRECTIONS = ("maximize", "minimize")
+MAX_ATTEMPTS = 2
+"""A queued evaluation that failed this many times is not queued again (a deterministic failure stays failed)."""
 
 
 @dataclass
@@ -62,12 +64,51 @@ class Handle:
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             optuna.storages.fail_stale_trials(self.study)
 
-    def enqueue(self, record: TrialRecord, params: dict[str, Any] | None = None) -> bool:
-        """Queue an evaluation unless a trial of this study already carries its key; True if queued."""
-        if any(r.genome_key == record.genome_key for _, r in self.records(fresh=True)):
+    def queue_state(self) -> tuple[set[str], dict[str, int]]:
+        """The keys that are COMPLETE, RUNNING or WAITING here, and how many times each key FAILED."""
+        import optuna
+
+        S = optuna.trial.TrialState
+        present: set[str] = set()
+        failed: dict[str, int] = {}
+        for t, r in self.records(fresh=True):
+            if r.genome_key is None:
+                continue
+            if t.state in (S.COMPLETE, S.RUNNING, S.WAITING):
+                present.add(r.genome_key)
+            elif t.state == S.FAIL:
+                failed[r.genome_key] = failed.get(r.genome_key, 0) + 1
+        return present, failed
+
+    def enqueue(self, record: TrialRecord, params: dict[str, Any] | None = None, *, state=None) -> bool:
+        """Queue an evaluation unless its key is complete, running or queued here, or already failed
+        ``MAX_ATTEMPTS`` times; True if queued. A key whose copies all stepped back as duplicates of each other
+        (two workers promoting at once) or whose evaluation failed (Ctrl-C, a killed worker past its retry, an
+        out-of-memory error) is queued again. ``state``: a :meth:`queue_state` read once for several calls."""
+        present, failed = state if state is not None else self.queue_state()
+        key = record.genome_key
+        if key in present or failed.get(key, 0) >= MAX_ATTEMPTS:
             return False
         self.study.enqueue_trial(params or {}, user_attrs=record.to_attrs())
+        present.add(key)
         return True
+
+    def fail_unstarted(self, grace_seconds: float) -> int:
+        """FAIL RUNNING trials that never started their objective (their worker died between Optuna's ``ask`` and
+        the heartbeat, so the heartbeat never fails them) once they are ``grace_seconds`` old; how many."""
+        import datetime as dt
+
+        import optuna
+
+        now = dt.datetime.now()
+        n = 0
+        for t, r in self.records((optuna.trial.TrialState.RUNNING,), fresh=True):
+            if r.worker_pid is None and t.datetime_start is not None and \
+                    (now - t.datetime_start).total_seconds() > grace_seconds:
+                tid = self.storage.get_trial_id_from_study_id_trial_number(self.study_id, t.number)
+                if self.storage.set_trial_state_values(tid, optuna.trial.TrialState.FAIL):
+                    n += 1
+        return n
 
     def waiting(self) -> int:
         import optuna
@@ -79,7 +120,6 @@ class Handle:
 class Studies:
     """The opened studies of one search (``baselines`` None without baselines) and what opening them found."""
 
-    storage: Any
     search: Handle
     rungs: Handle
     baselines: Handle | None
@@ -107,7 +147,7 @@ def open_studies(config: SearchConfig, worker: int, *, fresh_seeds: bool = False
     _logger.debug("worker %d: sampler %s, seed %d", worker, config.sampler, seed)
     rungs, _ = _create_or_load(config, storage, config.study_name + RUNGS_SUFFIX)
     baselines = _open_baselines(config, storage) if config.baselines else None
-    return Studies(storage=storage, search=Handle(study, storage), rungs=Handle(rungs, storage),
+    return Studies(search=Handle(study, storage), rungs=Handle(rungs, storage),
                    baselines=None if baselines is None else Handle(baselines, storage), created=created, uid=uid)
 
 
@@ -116,7 +156,11 @@ def _create_or_load(config: SearchConfig, storage, name: str):
 
     try:
         try:
-            return optuna.create_study(storage=storage, study_name=name, directions=list(DIRECTIONS)), True
+            study = optuna.create_study(storage=storage, study_name=name, directions=list(DIRECTIONS))
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                study.set_metric_names([config.metric.replace(" ", "_"), f"latency_ms_{config.device}"])
+            return study, True
         except optuna.exceptions.DuplicatedStudyError:
             return optuna.load_study(study_name=name, storage=storage), False
     except Exception as e:  # noqa: BLE001 - database errors of any driver
@@ -126,15 +170,11 @@ def _create_or_load(config: SearchConfig, storage, name: str):
 
 def _bind_identity(config: SearchConfig, study, created: bool, study_id: int) -> str:
     """Store the settings (and a unique id) with a new study; refuse to resume one with other settings."""
-    import optuna
 
     ident = config.identity()
     if created:
         study.set_user_attr(StudyKeys.UID, uuid.uuid4().hex)
         study.set_user_attr(StudyKeys.CONFIG, ident)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            study.set_metric_names([config.metric.replace(" ", "_"), f"latency_ms_{config.device}"])
     attrs = wait_for(lambda: study.user_attrs if StudyKeys.CONFIG in study.user_attrs else None)
     if attrs is None:  # a study of an older version, or its creator died before storing the settings
         study.set_user_attr(StudyKeys.CONFIG, ident)
@@ -198,7 +238,7 @@ def _open_baselines(config: SearchConfig, storage):
         for name in names:
             rec = TrialRecord(baseline=name, rung=0, genome_key=eval_key(f"baseline:{name}", 0),
                               fidelity=rung0.fidelity or None)
-            bstudy.enqueue_trial({"baseline": name}, user_attrs=rec.to_attrs())
+            bstudy.enqueue_trial({BASELINE_PARAM: name}, user_attrs=rec.to_attrs())
         bstudy.set_user_attr(StudyKeys.ENQUEUED, sorted(zoo))
 
     if created:  # this worker created it: it alone enqueues the baselines
@@ -222,13 +262,12 @@ def _sampler_seed(config: SearchConfig, worker: int, *, reproducible: bool) -> i
 def make_sampler(config: SearchConfig, seed: int):
     import optuna
 
-    trials = config.trials or 30
     if config.sampler == "nsga2":
-        pop = config.population_size or min(50, max(8, trials // 3))
+        pop = config.population_size or min(50, max(8, config.trials // 3))
         return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
     if config.sampler == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, constant_liar=True,
-                                              n_startup_trials=min(10, max(4, trials // 3)))
+                                              n_startup_trials=min(10, max(4, config.trials // 3)))
     return optuna.samplers.RandomSampler(seed=seed)

@@ -1,11 +1,13 @@
 """Workers: each one runs evaluations against the shared studies until the search is done.
 
-A worker repeatedly takes the most useful evaluation it can start (ASHA's order): a promoted candidate waiting
-at a higher rung, else a waiting seed baseline, else a new candidate at rung 0 while the search study holds
-fewer than ``--trials`` of them. After every evaluation it promotes what the finished rung now ranks in its
-top 1/eta (:mod:`nas._rungs`). When nothing can start it waits for the other workers' evaluations in flight
-(they may promote more), and stops once nothing is running or queued anywhere. ``--timeout`` is honoured at
-rung granularity: an evaluation is started only if the rung's median duration so far fits before the deadline.
+A worker repeatedly takes the most useful evaluation it can start (ASHA's order): a promoted evaluation waiting
+in ``<study>:rungs`` (the oldest first: Optuna hands out queued trials in order), else a waiting seed baseline,
+else a new candidate at rung 0 while the search study holds fewer than ``--trials`` of them. After every
+evaluation it promotes what the finished rung now ranks in its top 1/eta (:mod:`nas._rungs`). When nothing can
+start it waits for the other workers' evaluations in flight (they may promote more), and stops once nothing is
+running or queued anywhere. ``--timeout`` is honoured at rung granularity: an evaluation starts only if the
+median duration of its rung so far (else of the rung below, scaled by training images x seeds) fits before the
+deadline.
 """
 
 from __future__ import annotations
@@ -17,9 +19,10 @@ import os
 import statistics
 import time
 
+from ._claims import claimed_key
 from ._config import SearchConfig
 from ._objective import Evaluator, candidate_objective, queued_objective
-from ._record import TrialRecord, eval_key
+from ._record import BASELINE_PARAM, TrialRecord, eval_key
 from ._rungs import to_promote
 from ._storage import scrub
 from ._studies import Handle, Studies, open_studies
@@ -117,58 +120,78 @@ class _Scheduler:
 
     def run(self) -> int:
         ran = 0
+        grace = self.config.grace_period or 2 * self.config.heartbeat_interval
         try:
-            while not self.stop.requested:
+            while not self.stop.requested and not self.guard.tripped:
                 for h in self.studies.all():
                     h.fail_stale()  # a killed worker's evaluation is failed and re-queued
+                    h.fail_unstarted(grace)  # ... also one killed before its heartbeat started
                 step = self._next()
                 if step == "done":
                     break
                 if step == "wait":
                     time.sleep(POLL_SECONDS)
                     continue
-                if step == "again":
-                    continue
-                ran += 1
+                if step == "ran":
+                    ran += 1
         finally:
             self.bar.close()
-        self.stop.reraise()
+        self.stop.reraise()  # a real Ctrl-C only; the runaway guard just ends this worker
         return ran
 
     def _next(self) -> str:
-        """Start the most useful evaluation that fits, or say ``wait`` / ``done``."""
+        """Start the most useful evaluation that fits (``ran``), or say ``again`` (promotions were just queued),
+        ``wait`` (other workers' evaluations may promote more) or ``done``."""
         import optuna
 
         S = optuna.trial.TrialState
-        if self.studies.rungs.waiting() and self._fits(self.studies.rungs):
-            return self._run(self.studies.rungs, self.promoted)
-        if self.studies.baselines is not None and self.studies.baselines.waiting() \
-                and self._fits(self.studies.baselines):
-            return self._run(self.studies.baselines, self.baseline)
+        for handle, objective in ((self.studies.rungs, self.promoted), (self.studies.baselines, self.baseline)):
+            if handle is not None and handle.waiting() and self._fits(handle):
+                return self._run(handle, objective)
         search = self.studies.search.trials((S.COMPLETE, S.RUNNING), fresh=True)
         complete = sum(t.state == S.COMPLETE for t in search)
-        in_flight = sum(t.state == S.RUNNING and TrialRecord.from_trial(t).claim is not None for t in search)
+        in_flight = sum(t.state == S.RUNNING and claimed_key(t) is not None for t in search)
         if complete + in_flight < self.config.trials and self._fits(self.studies.search):
             return self._run(self.studies.search, self.candidate)
+        if self._past_deadline():
+            return "done"
         if any(h.trials((S.RUNNING,), fresh=True) for h in self.studies.all()):
-            return "wait" if not self._past_deadline() else "done"
-        if self._promote_all() and not self._past_deadline():
-            return "again"  # promotions were queued: take them on the next look
-        return "done"
+            return "wait"
+        return "again" if self._promote_all() else "done"
 
     def _past_deadline(self) -> bool:
         return self.deadline is not None and time.monotonic() >= self.deadline
 
     def _fits(self, handle: Handle) -> bool:
-        """Whether an evaluation of ``handle`` (its queued rung, or rung 0) is expected to end before the
-        deadline: the median seconds of that study's complete evaluations so far (nothing known: it fits)."""
+        """Whether the evaluation ``handle`` would run next (its oldest queued one, or a new rung-0 candidate) is
+        expected to end before the deadline: the median seconds of the complete evaluations at its rung, else of
+        the rung below scaled by the ratio of training images x seeds (nothing known: it fits)."""
         if self.deadline is None:
             return True
+        left = self.deadline - time.monotonic()
+        if left <= 0:
+            return False
+        expected = self._expected_seconds(self._next_rung(handle))
+        return expected is None or expected <= left
+
+    def _next_rung(self, handle: Handle) -> int:
         import optuna
 
-        left = self.deadline - time.monotonic()
-        done = [r.seconds for _, r in handle.records((optuna.trial.TrialState.COMPLETE,)) if r.seconds]
-        return left > 0 and (not done or statistics.median(done) <= left)
+        waiting = handle.records((optuna.trial.TrialState.WAITING,), fresh=True)
+        return min(waiting, key=lambda tr: tr[0].number)[1].rung_or_zero if waiting else 0
+
+    def _expected_seconds(self, rung: int) -> float | None:
+        import optuna
+
+        for r in range(rung, -1, -1):
+            secs = [rec.seconds for h in self.studies.all()
+                    for _, rec in h.records((optuna.trial.TrialState.COMPLETE,))
+                    if rec.seconds and rec.rung_or_zero == r]
+            if secs:
+                a, b = self.ladder[r], self.ladder[rung]
+                scale = (b.fidelity * len(b.seeds)) / (a.fidelity * len(a.seeds)) if a.fidelity else 1.0
+                return statistics.median(secs) * scale
+        return None
 
     def _run(self, handle: Handle, objective) -> str:
         import optuna
@@ -184,49 +207,55 @@ class _Scheduler:
                               callbacks=[self.guard, self.stop], gc_after_trial=True)
         for t in (t for t in handle.trials() if t.number in numbers):
             if t.state == optuna.trial.TrialState.COMPLETE:
-                self._promote(TrialRecord.from_trial(t).rung_or_zero, baselines=handle is self.studies.baselines)
+                self._promote(TrialRecord.from_trial(t).rung_or_zero)
         self.bar.update()
-        if self.guard.tripped:
-            self.stop.requested = True
         return "ran"
 
     # -- promotion -------------------------------------------------------------------------------------------
     def _promote_all(self) -> int:
-        """Promote from every rung (candidates and baselines); the number of evaluations queued."""
-        n = 0
-        for r in range(len(self.ladder) - 1):
-            n += self._promote(r, baselines=False)
-            if self.studies.baselines is not None:
-                n += self._promote(r, baselines=True)
-        return n
+        """Promote from every rung; the number of evaluations queued."""
+        return sum(self._promote(r) for r in range(len(self.ladder) - 1))
 
-    def _promote(self, rung: int, *, baselines: bool) -> int:
-        """Queue the top 1/eta of ``rung``'s feasible complete evaluations at ``rung + 1``; how many were new."""
-        import optuna
+    def _promote(self, rung: int) -> int:
+        """Queue the top 1/eta of ``rung``'s feasible complete evaluations at ``rung + 1``; how many were new.
 
+        Candidates and seed baselines are ranked together, as if the baselines were candidates: a baseline
+        reaches the next rung exactly when a candidate as good would.
+        """
         if rung + 1 >= len(self.ladder):
             return 0
-        if baselines:
-            source, target = self.studies.baselines, self.studies.baselines
-        else:
-            source, target = (self.studies.search if rung == 0 else self.studies.rungs), self.studies.rungs
-        evals: dict[str, tuple[tuple[float, float], TrialRecord, object]] = {}
-        for t, r in source.records((optuna.trial.TrialState.COMPLETE,), fresh=True):
-            if t.values and r.rung_or_zero == rung and r.counts_as_feasible and r.genome:
-                base = _base_key(r)
-                evals.setdefault(base, ((t.values[0], t.values[1]), r, t))
-        items = list(evals.items())
+        items = self._rung_evaluations(rung)
+        nxt = self.ladder[rung + 1]
+        targets = {False: self.studies.rungs, True: self.studies.baselines}
+        states = {b: h.queue_state() for b, h in targets.items() if h is not None}
         queued = 0
-        for i in to_promote([p for _, (p, _, _) in items], self.config.eta):
-            base, (_, r, t) = items[i]
-            nxt = self.ladder[rung + 1]
+        for i in to_promote([p for _, p, _ in items], self.config.eta):
+            base, _, r = items[i]
+            baseline = r.baseline is not None
             rec = TrialRecord(genome=r.genome, genome_key=eval_key(base, nxt.index), rung=nxt.index,
                               fidelity=nxt.fidelity or None, baseline=r.baseline,
-                              candidate=None if baselines else (r.candidate if r.candidate is not None else t.number))
-            if target.enqueue(rec, {"baseline": r.baseline} if baselines else None):
+                              candidate=None if baseline else r.candidate)
+            if targets[baseline].enqueue(rec, {BASELINE_PARAM: r.baseline} if baseline else None,
+                                         state=states[baseline]):
                 queued += 1
                 _logger.debug("promoted %s to rung %d", r.baseline or f"trial {rec.candidate}", nxt.index)
         return queued
+
+    def _rung_evaluations(self, rung: int) -> list[tuple[str, tuple[float, float], TrialRecord]]:
+        """(rung-independent key, (accuracy, latency), record) of every feasible complete evaluation at ``rung``,
+        candidates and baselines, each key once."""
+        import optuna
+
+        sources = [self.studies.search if rung == 0 else self.studies.rungs, self.studies.baselines]
+        seen: dict[str, tuple[str, tuple[float, float], TrialRecord]] = {}
+        for handle in (h for h in sources if h is not None):
+            for t, r in handle.records((optuna.trial.TrialState.COMPLETE,), fresh=True):
+                if t.values and r.rung_or_zero == rung and r.counts_as_feasible and r.genome:
+                    if r.baseline is None and r.candidate is None:
+                        r = dataclasses.replace(r, candidate=t.number)  # a rung-0 trial of an earlier version
+                    base = _base_key(r)
+                    seen.setdefault(base, (base, (t.values[0], t.values[1]), r))
+        return list(seen.values())
 
 
 def _base_key(rec: TrialRecord) -> str:

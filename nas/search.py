@@ -157,9 +157,8 @@ def _print_table(config, result) -> None:
         print("seed baselines (same proxy and rungs, each compared with the candidates at its highest rung):")
         for b in result.baselines:
             v = result.verdicts.get(b.name)
-            verdict = {"dominated": "dominated by the front", "tie": "tie within noise",
-                       "not dominated": "not dominated"}.get(v.kind if v else "", f"not comparable (priced at "
-                                                                               f"{b.latency_resolution}px)")
+            verdict = {"dominated": "dominated by a candidate at its rung", "tie": "tie within noise",
+                       "not dominated": "not dominated"}.get(v.kind if v else "", v.text() if v else "?")
             print(f"{b.name:>14} {b.shown_accuracy:>25} {'r' + str(b.rung):>5} {b.latency_ms:>11.3f}  "
                   f"{b.latency_source:9} {verdict}")
     print(f"run folder: {config.out_dir} (report.md, pareto.csv/json/png, genomes/)")

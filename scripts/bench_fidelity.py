@@ -897,7 +897,7 @@ def cmd_report(args) -> int:
     kept, ignored = usable(records, panel, dataset=_dataset_name(args.dataset))
     analysis = analyse(panel, kept, min_ref_seeds=args.min_ref_seeds)
     link = None
-    if not args.no_plot:
+    if not args.no_plot and not args.no_write:  # --no-write is a dry run: nothing is written
         plot(analysis, args.plot)
         try:
             link = args.plot.resolve().relative_to(args.benchmarks.resolve().parent).as_posix()

@@ -23,6 +23,7 @@ from nas._report import Candidate, baseline_verdict, pooled_seed_sd
 from nas._rungs import crowding_distance, nondominated_ranks, promotion_order, to_promote
 from nas._storage import open_storage
 from nas.search import main
+from search_space import zoo
 
 from ._postgres import PostgresServer, pg_bin
 from ._util import wait_until as _wait
@@ -119,6 +120,76 @@ def test_rungs_and_defaults_scale_with_the_device():
     assert SearchConfig(proxy="zero-cost").for_train_device("cpu").ladder()[0].top
 
 
+def _memory_handle():
+    from nas._studies import Handle
+
+    storage = optuna.storages.InMemoryStorage()
+    return Handle(optuna.create_study(storage=storage, directions=["maximize", "minimize"]), storage)
+
+
+def test_a_queued_evaluation_is_requeued_unless_done_queued_or_failing_for_good():
+    h = _memory_handle()
+    rec = TrialRecord(genome={}, genome_key="g@rung1", rung=1, candidate=0)
+    assert h.enqueue(rec) and not h.enqueue(rec)  # queued once
+    first = h.study.ask()  # pops it; then a second copy (two workers promoting at once) ...
+    h.study.enqueue_trial({}, user_attrs=rec.to_attrs())
+    second = h.study.ask()
+    for t, other in ((first, second), (second, first)):  # ... and both copies stepped back as duplicates
+        t.set_user_attr("duplicate_of", other.number)
+        h.study.tell(t, state=S.PRUNED)
+    assert h.enqueue(rec), "a key whose copies all stepped back is lost"
+    for _ in range(2):  # it fails twice (Ctrl-C, a killed worker past its retry): then it stays failed
+        h.study.tell(h.study.ask(), state=S.FAIL)
+        h.enqueue(rec)
+    assert [t.state for t in h.study.get_trials()][-1] == S.FAIL and not h.enqueue(rec)
+    done = TrialRecord(genome={}, genome_key="d@rung1", rung=1, candidate=1)
+    assert h.enqueue(done)
+    h.study.tell(h.study.ask(), [0.5, 1.0])
+    assert not h.enqueue(done)
+
+
+def test_a_trial_killed_before_its_objective_started_is_failed_after_the_grace_period():
+    h = _memory_handle()
+    h.study.ask()  # RUNNING, never reached an objective (no worker_pid), no heartbeat
+    started = h.study.ask()
+    started.set_user_attr("worker_pid", 1)
+    assert h.fail_unstarted(3600) == 0
+    assert h.fail_unstarted(0) == 1
+    assert [t.state for t in h.study.get_trials()] == [S.FAIL, S.RUNNING]
+
+
+def test_expected_seconds_come_from_the_rung_or_the_rung_below_scaled():
+    from types import SimpleNamespace
+
+    from nas._worker import _Scheduler
+
+    class _H:
+        def __init__(self, recs):
+            self.recs = recs
+
+        def records(self, states=None, fresh=False):
+            return [(None, r) for r in self.recs]
+
+    ladder = SearchConfig(rungs=(1000, 3000)).for_train_device("cpu").ladder()
+    fake = SimpleNamespace(ladder=ladder, studies=SimpleNamespace(all=lambda: [_H([TrialRecord(rung=0, seconds=10.0),
+                                                                                  TrialRecord(rung=0, seconds=12.0)])]))
+    assert _Scheduler._expected_seconds(fake, 0) == pytest.approx(11.0)
+    assert _Scheduler._expected_seconds(fake, 1) == pytest.approx(11.0 * 3 * 2)  # 3x the images, 2 seeds
+
+
+def test_the_runaway_guard_ends_the_search_without_an_interrupt(tmp_path, lut_db, capsys, monkeypatch, caplog):
+    import nas._objective
+
+    def always_rejected(config, evaluator, trial, genome, resolution):
+        set_attrs(trial, rejected="rejected before training: test")
+        raise optuna.TrialPruned("rejected")
+
+    monkeypatch.setattr(nas._objective, "_price", always_rejected)
+    rc = main(_args(tmp_path, lut_db, "--proxy", "zero-cost", "--trials", "1", "--no-baselines"))
+    assert rc == 0, capsys.readouterr().err
+    assert "stopping: 20 evaluations of this worker failed or were rejected" in caplog.text
+
+
 # -- end to end ------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def lut_db(tmp_path_factory) -> str:
@@ -143,8 +214,10 @@ def test_successive_halving_promotes_trains_top_with_seeds_and_reports_noise(tmp
     assert len(rung0) == 9 and all(t.user_attrs["rung"] == 0 for t in search if "rung" in t.user_attrs)
     top = [t for t in rungs if t.state == S.COMPLETE]
     assert all(t.user_attrs["rung"] == 1 and t.user_attrs["fidelity"] == 192 for t in top)
-    feasible = [t for t in rung0 if t.user_attrs["feasible"]]
-    assert len(top) >= len(feasible) // 3  # at least the top 1/eta of the rung ...
+    base = [t for t in _trials(tmp_path, "t" + BASELINE_SUFFIX) if t.state == S.COMPLETE]
+    feasible = [t for t in rung0 + base if t.user_attrs["rung"] == 0 and t.user_attrs["feasible"]]
+    up = top + [t for t in base if t.user_attrs["rung"] == 1]
+    assert len(up) >= len(feasible) // 3  # at least the top 1/eta of the rung, candidates and baselines ranked together
     by_number = {t.number: t for t in rung0}
     for t in top:  # ... each a feasible candidate, once, with two seeds averaged
         assert by_number[t.user_attrs["candidate"]].user_attrs["feasible"]
@@ -152,9 +225,10 @@ def test_successive_halving_promotes_trains_top_with_seeds_and_reports_noise(tmp
         assert t.values[0] == pytest.approx(sum(t.user_attrs["accuracies"]) / 2)
     keys = [t.user_attrs["genome_key"] for t in top]
     assert len(keys) == len(set(keys))
-    # baselines go through the same rungs
-    base = [t for t in _trials(tmp_path, "t" + BASELINE_SUFFIX) if t.state == S.COMPLETE]
-    assert {t.user_attrs["rung"] for t in base} == {0, 1}
+    assert {t.user_attrs["rung"] for t in base} <= {0, 1}
+    every = _trials(tmp_path, "t" + BASELINE_SUFFIX)  # each zoo model scored at rung 0, or rejected (over budget)
+    assert sorted(t.user_attrs["baseline"] for t in every if t.state in (S.COMPLETE, S.PRUNED)
+                  and t.user_attrs.get("rung") == 0) == sorted(zoo)
     doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert doc["pareto"] and all(r["rung"] == 1 and r["seeds"] == 2 and r["fidelity"] == 192
                                  and r["accuracy_sd"] is not None for r in doc["pareto"])
@@ -209,8 +283,12 @@ def test_three_workers_on_postgres_neither_lose_nor_double_a_rung_evaluation(tmp
             done = [t.user_attrs["genome_key"] for t in ts if t.state == S.COMPLETE]
             assert len(done) == len(set(done)), f"{name}: an evaluation was doubled"
         assert sum(t.state == S.COMPLETE for t in trials["mf"]) == 9
-        promoted = [t for t in trials["mf" + RUNGS_SUFFIX] if t.state == S.COMPLETE]
-        assert len(promoted) >= 9 // 3 and {t.user_attrs["rung"] for t in promoted} == {1}
+        for name in ("mf" + RUNGS_SUFFIX, "mf" + BASELINE_SUFFIX):  # every queued evaluation was done once
+            keys = {t.user_attrs["genome_key"] for t in trials[name] if "genome_key" in t.user_attrs}
+            assert keys == {t.user_attrs["genome_key"] for t in trials[name] if t.state == S.COMPLETE}, name
+        promoted = [t for name in ("mf" + RUNGS_SUFFIX, "mf" + BASELINE_SUFFIX) for t in trials[name]
+                    if t.state == S.COMPLETE and t.user_attrs["rung"] == 1]
+        assert len(promoted) >= (9 + 7) // 3  # the top 1/eta of the candidates and baselines at rung 0
         assert len({t.user_attrs["worker_pid"] for ts in trials.values() for t in ts if t.state == S.COMPLETE}) >= 2
         from search_space import zoo
 
