@@ -55,46 +55,14 @@ def _genome_arg(spec: str):
     return Genome.from_json(text)
 
 
-def _calibration():
-    """The iphone12 calibration summary, or None while no calibrated cost model ships."""
-    try:
-        from ._iphone12 import calibration_summary
-
-        return calibration_summary()
-    except (ImportError, OSError, KeyError, ValueError) as e:
-        _logger.debug("no iphone12 calibration: %s", e)
-        return None
-
-
-def _label(dev, model=None) -> str:
-    if dev.kind != "predicted":
-        return f"measured on {dev.name}" if dev.kind == "measured" else f"imported from {dev.name}"
-    s = _calibration()
-    if s is None:
-        return f"PREDICTED for {dev.name} (cost model; calibration error not available)"
-    return (f"PREDICTED for {dev.name}, not measured (cost model; leave-one-family-out MAPE "
-            f"{s['lofo_mean_mape_pct']:.1f}%, Spearman {s['lofo_mean_spearman']:.2f})")
-
-
 def cmd_devices(args) -> int:
     from . import LatencyTable, builtin_devices
 
     devs = builtin_devices()
     for d in devs.values():
         print(f"{d.name:12s} {d.kind:9s} {d.description}")
-        if d.kind == "predicted":
-            s = _calibration()
-            if s is None:
-                print(f"{'':12s} not calibrated in this installation: predictions for it are unavailable")
-                continue
-            print(f"{'':12s} PREDICTED, not measured. Calibration error, {s.get('lofo_kind', 'plain')} "
-                  f"leave-one-family-out (fit without a "
-                  f"family, predict it): mean MAPE {s['lofo_mean_mape_pct']:.1f}%, max {s['lofo_max_mape_pct']:.1f}%, "
-                  f"mean Spearman {s['lofo_mean_spearman']:.2f} over {len(s['families'])} families")
-            for row in s["families"]:
-                sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
-                print(f"{'':14s}{row['family']:18s} MAPE {row['mape_pct']:5.1f}%  Spearman {sp}  "
-                      f"({row['n_models']} models)")
+        for line in d.details():
+            print(f"{'':12s} {line}")
     table = LatencyTable(args.db)
     for name, n in sorted(table.devices().items()):
         kind = devs[name].kind if name in devs else "remote"
@@ -104,9 +72,9 @@ def cmd_devices(args) -> int:
 
 def cmd_build(args) -> int:
     from . import build_lut, get_device
-    from ._lut import _check_timing, check_threads
+    from ._lut import _check_timing
 
-    check_threads(get_device(args.device), args.threads)
+    get_device(args.device).check_threads(args.threads)
     _check_timing(args.runs, 5)
     genomes, resolution = _genomes(args)
     res = build_lut(args.device, db=args.db, genomes=genomes, resolution=resolution, threads=args.threads,
@@ -122,7 +90,7 @@ def cmd_show(args) -> int:
         raise ValueError(f"--limit must be >= 0, got {args.limit}")
     dev = get_device(args.device, allow_remote=True)
     rows = LatencyTable(args.db).records(args.device)
-    print(f"{args.device}: {_label(dev)}")
+    print(f"{args.device}: {dev.label()}")
     for r in rows[: args.limit]:
         sig = {k: v for k, v in r.signature.items() if k != "type"}
         print(f"{r.block_type:10s} {r.median_ms:9.4f} ms  [{r.p10_ms:.4f}-{r.p90_ms:.4f}]  {r.source.value:9s} {sig}")
@@ -132,14 +100,13 @@ def cmd_show(args) -> int:
 
 def cmd_predict(args) -> int:
     from . import LatencyTable, get_device, predict_latency
-    from ._lut import check_threads
 
     dev = get_device(args.device, allow_remote=True)
-    check_threads(dev, args.threads)
+    dev.check_threads(args.threads)
     g = _genome_arg(args.model)
     res = g.resolution if args.resolution is None else args.resolution
     ms = predict_latency(g, args.device, res, db=LatencyTable(args.db), threads=args.threads)
-    print(f"{args.model} @ {res}x{res}: {ms:.3f} ms ({_label(dev)})")
+    print(f"{args.model} @ {res}x{res}: {ms:.3f} ms ({dev.label()})")
     return 0
 
 
@@ -217,9 +184,9 @@ def cmd_import(args) -> int:
 
 
 def cmd_calibrate(args) -> int:
-    from ._iphone12 import calibrate
+    from . import calibrate_iphone12
 
-    calibrate(csv_path=args.csv, out_path=args.out)
+    calibrate_iphone12(csv_path=args.csv, out_path=args.out)
     return 0
 
 

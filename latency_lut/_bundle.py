@@ -23,10 +23,11 @@ from typing import Any
 
 from search_space import Genome, SearchSpace
 
-from ._db import LatencyRecord, LatencyTable, Source
-from ._devices import DeviceInfo, get_device
+from ._db import LatencyRecord, LatencyTable, open_table
+from ._devices import get_device
 from ._errors import ResultsFileError
 from ._signatures import BLOCK_TYPES, build_unit, signature_key
+from ._sources import LatencySource
 
 __all__ = ["BundleSummary", "ImportSummary", "import_results", "write_bundle"]
 
@@ -67,17 +68,12 @@ class ImportSummary:
     host: dict[str, Any] = field(default_factory=dict)
 
 
-def _remote_device(name: str, command: str) -> DeviceInfo:
+def _remote_device(name: str, command: str) -> LatencySource:
     """``name`` as a remote device; built-in devices are refused (they are measured or predicted here)."""
     dev = get_device(name, allow_remote=True)
-    if dev.kind == "measured":
-        raise ValueError(f"`{command}` is for remote devices, and {name!r} is a built-in device measured on this "
-                         f"machine (fill its LUT with `python -m latency_lut build --device {name}`); to time "
-                         "another machine, give it its own name, e.g. --device my-pi")
-    if dev.kind == "predicted":
-        raise ValueError(f"`{command}` is for remote devices, and {name!r} is a built-in device PREDICTED by its "
-                         "calibrated cost model; to time a real device, give it its own name, e.g. "
-                         "--device my-iphone12")
+    refusal = dev.bundle_refusal(command)
+    if refusal is not None:
+        raise ValueError(refusal)
     return dev
 
 
@@ -146,7 +142,7 @@ def write_bundle(
     """
     from search_space._export import export_onnx
 
-    from ._lut import _signatures_to_do, _table
+    from ._lut import _signatures_to_do
     from ._measure import _Empty
 
     dev = _remote_device(device, "bundle")
@@ -160,7 +156,7 @@ def write_bundle(
     if out.is_dir() and any(out.iterdir()) and not force:
         raise ValueError(f"--out {out} is not empty; pass --force to write the bundle into it anyway, "
                          "or choose an empty or new folder")
-    table = _table(db)
+    table = open_table(db)
     todo_all, todo = _signatures_to_do(dev.name, table, space=space, genomes=genomes, resolution=resolution,
                                        num_classes=num_classes)
     n_stored = len(todo_all) - len(todo)
@@ -327,7 +323,6 @@ def import_results(
     offending keys, and the LUT is left as it was. Stored rows have the per-call overhead subtracted
     (clamped at 0); rows already in the LUT are kept as they are.
     """
-    from ._lut import _table
 
     dev = _remote_device(device, "import")
     path = Path(path).expanduser()
@@ -393,11 +388,11 @@ def import_results(
         LatencyRecord(
             device=dev.name, signature_key=key, block_type=e["signature"]["type"], signature=e["signature"],
             median_ms=shift(e["median_ms"]), p10_ms=shift(e["p10_ms"]), p90_ms=shift(e["p90_ms"]), runs=e["runs"],
-            source=Source.IMPORTED, backend=dev.backend, versions=versions, threads=threads, created_at=now,
+            source=dev.source, backend=dev.backend, versions=versions, threads=threads, created_at=now,
         )
         for key, e in results.items()
     ]
-    table = _table(db)
+    table = open_table(db)
     stored = table.add_many(records)
     _logger.debug("%s: %d rows stored, %d already present in %s (from %s)", dev.name, stored, len(records) - stored,
                  table.safe_url, path)

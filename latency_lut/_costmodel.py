@@ -17,6 +17,8 @@ import math
 import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,12 +31,15 @@ __all__ = [
     "Candidate",
     "CostModel",
     "CostModelError",
+    "clear_cost_model_cache",
     "evaluate",
     "feature_value",
     "fit",
     "leave_one_family_out",
+    "load_cost_model_file",
     "nested_leave_one_family_out",
     "select_candidate",
+    "summarize_calibration",
 ]
 
 FORMAT_VERSION = 1
@@ -169,6 +174,67 @@ class CostModel:
         except (json.JSONDecodeError, UnicodeDecodeError, TypeError) as e:
             raise CostModelError(f"cost model is not valid JSON: {e}") from None
         return cls.from_dict(data)
+
+
+@lru_cache(maxsize=8)
+def _read_cost_model(path: str) -> CostModel:
+    return CostModel.from_json(Path(path).read_text(encoding="utf-8"))
+
+
+def load_cost_model_file(path: str | Path, *, what: str = "cost model", hint: str = "") -> CostModel:
+    """The cost model stored at ``path`` (read once per process; :func:`clear_cost_model_cache` forgets it).
+
+    Raises:
+        CostModelError: The file cannot be read (the message names ``what`` and ends with ``hint``) or is not a
+            supported cost model.
+    """
+    try:
+        return _read_cost_model(str(path))
+    except OSError as e:
+        raise CostModelError(f"cannot read the {what} {path}: {e}{hint}") from None
+
+
+def clear_cost_model_cache() -> None:
+    """Forget every cost model read so far (after a calibration rewrote one)."""
+    _read_cost_model.cache_clear()
+
+
+def summarize_calibration(model: CostModel, *, device: str, calibrated_on: str) -> dict[str, Any]:
+    """What to show next to a figure predicted by ``model``: its LOFO table and overall figures (provenance).
+
+    The LOFO figures are the nested ones where the model was selected among candidates;
+    ``lofo_unnested_mean_mape_pct`` is the plain LOFO of the shipped candidate.
+
+    Returns:
+        ``{"predicted": True, "note", "families": [{"family", "n_models", "n_rows", "mape_pct", "spearman",
+        "mape_best_quality_pct", "chosen"}], "lofo_kind", "lofo_mean_mape_pct", "lofo_max_mape_pct",
+        "lofo_mean_spearman", "lofo_mean_mape_best_quality_pct", "lofo_unnested_mean_mape_pct",
+        "in_sample_mape_pct", "model", "created", "csv_sha256"}``.
+    """
+    prov = model.provenance
+    lofo = prov.get("lofo") or {}
+    fams = [{k: f.get(k) for k in ("family", "n_models", "n_rows", "mape_pct", "spearman", "mape_best_quality_pct",
+                                   "chosen")}
+            for f in lofo.get("families", [])]
+    mean = lofo.get("mean_mape_pct")
+    kind = prov.get("lofo_kind", "plain")
+    return {
+        "predicted": True,
+        "note": f"{device} latencies are PREDICTED by a cost model calibrated on {calibrated_on}, not measured; "
+                f"{'nested ' if kind == 'nested' else ''}leave-one-family-out error {mean:.1f}% MAPE"
+                if mean is not None else f"{device} latencies are PREDICTED, not measured (no validation record)",
+        "families": fams,
+        "lofo_kind": kind,
+        "lofo_mean_mape_pct": mean,
+        "lofo_max_mape_pct": lofo.get("max_mape_pct"),
+        "lofo_mean_spearman": lofo.get("mean_spearman"),
+        "lofo_mean_mape_best_quality_pct": lofo.get("mean_mape_best_quality_pct"),
+        "lofo_unnested_mean_mape_pct": (prov.get("lofo_unnested") or {}).get("mean_mape_pct"),
+        "in_sample_mape_pct": (prov.get("in_sample") or {}).get("mape_pct"),
+        "model": (prov.get("model_selection") or {}).get("chosen"),
+        "created": prov.get("created"),
+        "csv_sha256": (prov.get("csv") or {}).get("sha256"),
+    }
 
 
 def _json_safe(obj: Any) -> Any:

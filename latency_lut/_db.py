@@ -38,7 +38,7 @@ from ._errors import LUTStorageError
 from ._secrets import redact_url, scrub
 
 __all__ = ["DEFAULT_DB", "LatencyRecord", "LatencyTable", "NetworkCorrection", "NetworkMeasurement", "Source",
-           "resolve_db_url"]
+           "open_table", "resolve_db_url"]
 
 _logger = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
@@ -522,6 +522,11 @@ class LatencyTable:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def open_table(db: LatencyTable | str | os.PathLike | None = None) -> LatencyTable:
+    """``db`` itself if it is a :class:`LatencyTable`, else the table at that path or URL (``None``: the default)."""
+    return db if isinstance(db, LatencyTable) else LatencyTable(db)
 
 
 def _looks_like_sqlite(path: Path) -> bool:

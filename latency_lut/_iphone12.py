@@ -32,10 +32,9 @@ import csv
 import datetime as _dt
 import hashlib
 import logging
-import math
 import re
 from collections.abc import Sequence
-from functools import cache, lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -46,16 +45,22 @@ from ._costmodel import (
     Candidate,
     CostModel,
     CostModelError,
+    clear_cost_model_cache,
     evaluate,
     fit,
     leave_one_family_out,
+    load_cost_model_file,
     nested_leave_one_family_out,
     select_candidate,
+    summarize_calibration,
 )
 from ._features import OP_CLASSES, SPILL_THRESHOLDS, graph_features
+from ._sources import CostModelSource, predict_module_with, unit_cost_with
 
 __all__ = [
+    "CALIBRATED_ON",
     "CANDIDATES",
+    "IPHONE12",
     "LAYOUT_FEATURE",
     "MACS_FEATURE",
     "MAC_FLOOR_MS",
@@ -77,6 +82,8 @@ _logger = logging.getLogger(__name__)
 _DATA = Path(__file__).resolve().parent / "data"
 _CSV_NAME = "iphone12_published_latency.csv"
 _JSON_NAME = "iphone12_costmodel.json"
+CALIBRATED_ON = "published iPhone 12 Core ML latencies"
+_REFIT_HINT = " (run `python scripts/calibrate_iphone12.py` to create it)"
 
 MACS_FEATURE = "+".join(f"{c}.macs" for c in ("conv_dense", "conv_pointwise", "conv_depthwise", "conv_grouped",
                                                 "matmul", "matmul_dynamic"))
@@ -365,26 +372,17 @@ def calibrate(
     model = CostModel(final.feature_names, final.coefficients, final.intercept_ms, provenance)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(model.to_json() + "\n", encoding="utf-8")
-    _load.cache_clear()
+    clear_cost_model_cache()
     _logger.info("wrote %s: model %s; %s LOFO mean MAPE %.1f%% (shipped candidate, un-nested: %.1f%%) over %d "
                  "families; in-sample MAPE %.1f%%", out, chosen.name, "nested" if nested else "plain",
                  lofo["mean_mape_pct"], unnested["mean_mape_pct"], len(lofo["families"]), in_sample["mape_pct"])
     return model
 
 
-@lru_cache(maxsize=4)
-def _load(path: str) -> CostModel:
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except OSError as e:
-        raise CostModelError(f"cannot read the iphone12 cost model {path}: {e} (run `python "
-                             "scripts/calibrate_iphone12.py` to create it)") from None
-    return CostModel.from_json(text)
-
-
 def load_cost_model(path: str | Path | None = None) -> CostModel:
     """The shipped iphone12 cost model (or the one at ``path``)."""
-    return _load(str(Path(path) if path is not None else default_costmodel_path()))
+    return load_cost_model_file(Path(path) if path is not None else default_costmodel_path(),
+                                what="iphone12 cost model", hint=_REFIT_HINT)
 
 
 def predict_module_ms(
@@ -398,11 +396,7 @@ def predict_module_ms(
     Raises:
         CostModelError: The module cannot be priced.
     """
-    model = cost_model if cost_model is not None else load_cost_model()
-    ms = model.predict(graph_features(module, input_size))
-    if not math.isfinite(ms) or ms <= 0:
-        raise CostModelError(f"cost model predicted a non-positive latency ({ms}) for {type(module).__name__}")
-    return float(ms)
+    return predict_module_with(cost_model if cost_model is not None else load_cost_model(), module, input_size)
 
 
 def unit_cost_ms(module: nn.Module, input_size: Sequence[int], cost_model: CostModel | None = None) -> float:
@@ -411,47 +405,22 @@ def unit_cost_ms(module: nn.Module, input_size: Sequence[int], cost_model: CostM
     A network's prediction is the sum of its units plus the intercept once (see ``latency_lut._lut``), which
     equals :func:`predict_module_ms` of the whole network up to graph-boundary effects.
     """
-    model = cost_model if cost_model is not None else load_cost_model()
-    ms = model.predict(graph_features(module, tuple(input_size))) - model.intercept_ms
-    if not math.isfinite(ms) or ms < 0:
-        raise CostModelError(f"cost model predicted a negative cost ({ms}) for {type(module).__name__}")
-    return float(ms)
+    return unit_cost_with(cost_model if cost_model is not None else load_cost_model(), module, input_size)
 
 
 def calibration_summary(path: str | Path | None = None) -> dict[str, Any]:
     """What to show next to an iphone12 figure: the LOFO table and overall figures from the shipped JSON.
 
     The LOFO figures are the nested ones where the model was selected among candidates (see the module
-    docstring); ``lofo_unnested_mean_mape_pct`` is the plain LOFO of the shipped candidate.
-
-    Returns:
-        ``{"predicted": True, "note", "families": [{"family", "n_models", "n_rows", "mape_pct", "spearman",
-        "mape_best_quality_pct", "chosen"}], "lofo_kind", "lofo_mean_mape_pct", "lofo_max_mape_pct",
-        "lofo_mean_spearman", "lofo_mean_mape_best_quality_pct", "lofo_unnested_mean_mape_pct",
-        "in_sample_mape_pct", "model", "created", "csv_sha256"}``.
+    docstring); ``lofo_unnested_mean_mape_pct`` is the plain LOFO of the shipped candidate. The keys are
+    those of :func:`latency_lut._costmodel.summarize_calibration`.
     """
-    prov = load_cost_model(path).provenance
-    lofo = prov.get("lofo") or {}
-    fams = [{k: f.get(k) for k in ("family", "n_models", "n_rows", "mape_pct", "spearman", "mape_best_quality_pct",
-                                   "chosen")}
-            for f in lofo.get("families", [])]
-    mean = lofo.get("mean_mape_pct")
-    kind = prov.get("lofo_kind", "plain")
-    return {
-        "predicted": True,
-        "note": "iphone12 latencies are PREDICTED by a cost model calibrated on published iPhone 12 Core ML "
-                f"latencies, not measured; {'nested ' if kind == 'nested' else ''}leave-one-family-out error "
-                f"{mean:.1f}% MAPE" if mean is not None
-                else "iphone12 latencies are PREDICTED, not measured (no validation record)",
-        "families": fams,
-        "lofo_kind": kind,
-        "lofo_mean_mape_pct": mean,
-        "lofo_max_mape_pct": lofo.get("max_mape_pct"),
-        "lofo_mean_spearman": lofo.get("mean_spearman"),
-        "lofo_mean_mape_best_quality_pct": lofo.get("mean_mape_best_quality_pct"),
-        "lofo_unnested_mean_mape_pct": (prov.get("lofo_unnested") or {}).get("mean_mape_pct"),
-        "in_sample_mape_pct": (prov.get("in_sample") or {}).get("mape_pct"),
-        "model": (prov.get("model_selection") or {}).get("chosen"),
-        "created": prov.get("created"),
-        "csv_sha256": (prov.get("csv") or {}).get("sha256"),
-    }
+    return summarize_calibration(load_cost_model(path), device="iphone12", calibrated_on=CALIBRATED_ON)
+
+
+IPHONE12 = CostModelSource(
+    "iphone12", "costmodel-iphone12",
+    "Apple iPhone 12 (A14, Core ML): PREDICTED by a per-operator cost model calibrated on published latencies; "
+    "no iPhone is measured",
+    model_path=default_costmodel_path(), calibrated_on=CALIBRATED_ON, refit_hint=_REFIT_HINT)
+"""The predicted ``iphone12`` device: the shipped cost model JSON, priced through :class:`CostModelSource`."""

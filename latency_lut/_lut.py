@@ -1,7 +1,9 @@
 """Building LUTs and predicting latency from them.
 
-A network's latency is the sum of its units' LUT entries plus the runtime's call overhead once (units
-on the CPU devices are timed with cold caches, see ``_measure``). Optionally, a measured device gets a
+A network's latency is the sum of its units' LUT entries plus a once-per-network term (units on the CPU
+devices are timed with cold caches, see ``_measure``). How a missing row is made, what a stored row is
+worth, and what the once-per-network term is are the device's business: each device is a latency source
+(``_sources``), and nothing here asks which kind it is. Optionally, a measured device gets a
 *network correction* ``a * sum + b * n_units + c``: fitted on calibration genomes (a seed of their own,
 never validated on) measured end to end, stored in the LUT with its provenance, and applied by
 ``predict_latency`` whenever the LUT holds one for the device, thread count and resolution. It is
@@ -25,20 +27,12 @@ from torch import nn
 
 from search_space import Genome, SearchSpace, build_model, reparameterize
 
-from ._db import LatencyRecord, LatencyTable, NetworkCorrection, NetworkMeasurement, Source
-from ._devices import DeviceInfo, get_device
-from ._errors import LatencyLookupError, UnknownDeviceError
-from ._measure import (
-    BATCHED,
-    EVICTED,
-    backend_versions,
-    call_overhead_ms,
-    evict_bytes,
-    measure_clocks,
-    measure_module,
-    unit_protocol,
-)
-from ._signatures import Unit, build_unit, enumerate_space, signature_key, units_of_genome
+from ._db import LatencyTable, NetworkCorrection, NetworkMeasurement, open_table
+from ._devices import get_device, registered_device
+from ._errors import UnknownDeviceError
+from ._measure import BATCHED, backend_versions, call_overhead_ms, evict_bytes, measure_clocks, unit_protocol
+from ._signatures import Unit, enumerate_space, signature_key, units_of_genome
+from ._sources import MULTI_THREAD_REFUSAL, LatencySource, positive_int
 from ._timing import ClockStats
 
 __all__ = ["CALIBRATION_SEED", "DEFAULT_CALIBRATION_GENOMES", "MULTI_THREAD_REFUSAL", "build_lut", "calibrate_network",
@@ -53,215 +47,53 @@ MIN_CALIBRATION_GENOMES = 4
 _logger = logging.getLogger(__name__)
 
 
-def _table(db: LatencyTable | str | None) -> LatencyTable:
-    return db if isinstance(db, LatencyTable) else LatencyTable(db)
-
-
-#: Why ort-cpu LUTs are built, validated and priced at one thread only.
-MULTI_THREAD_REFUSAL = (
-    "ort-cpu LUTs are built, validated and priced at 1 thread only (got threads={threads}): a LUT row times one "
-    "block alone, and at more than one thread the sum of per-block timings does not add up to the multi-threaded "
-    "network (at 2 threads it over-predicted the end-to-end onnxruntime latency of random genomes by +61% on "
-    "average, 0 of 10 within +-10%; at 1 thread 10 of 10, MAPE 3.3%). Use threads=1 (--threads 1)"
-)
-
-
-def _positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def check_threads(device: str | DeviceInfo, threads: Any) -> int:
+def check_threads(device: str | LatencySource, threads: Any) -> int:
     """``threads`` if LUT rows of ``device`` may be measured or summed at it; else a ValueError saying why.
 
     Every device needs a positive thread count; ort-cpu needs exactly 1 (see ``MULTI_THREAD_REFUSAL``).
+    A name that is not a registered device gets the plain check (it may be a remote device).
     """
-    threads = _positive_int("threads (--threads)", threads)
-    name = device.name if isinstance(device, DeviceInfo) else device
-    if name == "ort-cpu" and threads != 1:
-        raise ValueError(MULTI_THREAD_REFUSAL.format(threads=threads))
-    return threads
+    src = device if isinstance(device, LatencySource) else registered_device(device)
+    return positive_int("threads (--threads)", threads) if src is None else src.check_threads(threads)
 
 
 def _check_timing(runs: Any, warmup: Any) -> None:
-    _positive_int("runs (--runs)", runs)
+    positive_int("runs (--runs)", runs)
     if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
         raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
 
 
-def _new_record(device: DeviceInfo, sig: dict[str, Any], *, threads: int, runs: int, warmup: int) -> LatencyRecord:
-    now = _dt.datetime.now(_dt.timezone.utc)
-    module = build_unit(sig)
-    shape = tuple(sig["in"])
-    if device.kind == "measured":
-        protocol = unit_protocol(device.name)
-        clocks = measure_clocks(module, shape, device=device.name, threads=threads, warmup=warmup, runs=runs,
-                                protocol=protocol)
-        stats = clocks.latency
-        overhead = call_overhead_ms(device.name, threads, protocol)
-        versions = dict(backend_versions(device.name), call_overhead_ms=f"{overhead:.5f}", protocol=protocol,
-                        clock=clocks.clock, wall_median_ms=f"{clocks.wall.median_ms:.5f}")
-        if protocol == EVICTED:
-            versions["evict_bytes"] = str(evict_bytes())
-        shift = lambda v: max(v - overhead, 0.0)  # noqa: E731
-        return LatencyRecord(
-            device=device.name, signature_key=signature_key(sig), block_type=sig["type"], signature=sig,
-            median_ms=shift(stats.median_ms), p10_ms=shift(stats.p10_ms), p90_ms=shift(stats.p90_ms),
-            runs=stats.runs, source=Source.MEASURED, backend=device.backend, versions=versions, threads=threads,
-            created_at=now,
-        )
-    if device.kind == "predicted":
-        try:
-            from ._iphone12 import load_cost_model, unit_cost_ms
-        except ImportError:
-            raise LatencyLookupError(f"device {device.name!r} has no calibrated cost model in this installation "
-                                     "(its cost model module is not available)") from None
-
-        model = load_cost_model()
-        ms = unit_cost_ms(module, shape, model)
-        return LatencyRecord(
-            device=device.name, signature_key=signature_key(sig), block_type=sig["type"], signature=sig,
-            median_ms=ms, p10_ms=ms, p90_ms=ms, runs=0, source=Source.PREDICTED, backend=device.backend,
-            versions={"cost_model": model.version}, threads=0, created_at=now,
-        )
-    raise LatencyLookupError(
-        f"no LUT entry for {sig['type']} {signature_key(sig)} on remote device {device.name!r}; write a bundle "
-        f"(python -m latency_lut bundle --device {device.name} --out DIR), run it there, and import the results"
-    )
-
-
-def unit_latency(unit: Unit, device: str | DeviceInfo, *, db: LatencyTable | str | None = None,
+def unit_latency(unit: Unit, device: str | LatencySource, *, db: LatencyTable | str | None = None,
                  threads: int = 1, on_demand: bool = True, runs: int = 30, warmup: int = 5) -> float:
     """The LUT latency of one unit (ms, overhead removed); missing entries measured/predicted on demand."""
-    dev = device if isinstance(device, DeviceInfo) else get_device(device, allow_remote=True)
-    check_threads(dev, threads)
-    table = _table(db)
-    rec = table.get(dev.name, unit.key)
+    src = device if isinstance(device, LatencySource) else get_device(device, allow_remote=True)
+    src.check_threads(threads)
+    table = open_table(db)
+    rec = table.get(src.name, unit.key)
     if rec is None:
-        if not on_demand and dev.kind != "predicted":
-            raise LatencyLookupError(f"no LUT entry for {unit.block_type} {unit.key} on {dev.name!r} in "
-                                     f"{table.safe_url}; run `python -m latency_lut build --device {dev.name}`")
+        if not (on_demand or src.always_on_demand):
+            raise src.missing_row_error(table, unit)
         _check_timing(runs, warmup)
-        rec = _new_record(dev, unit.signature, threads=threads, runs=runs, warmup=warmup)
+        rec = src.new_record(unit.signature, threads=threads, runs=runs, warmup=warmup)
         table.add(rec)
-    if dev.kind == "measured":
-        if rec.threads != threads:
-            try:
-                check_threads(dev, rec.threads)
-                fix = f"pass --threads {rec.threads}, or build a LUT at {threads} thread(s) in another --db"
-            except ValueError:
-                fix = (f"{rec.threads} thread(s) is no longer accepted for {dev.name}: build its LUT at {threads} "
-                       "thread(s) in another --db")
-            raise LatencyLookupError(
-                f"the LUT row for {unit.block_type} {unit.key} on {dev.name!r} in {table.safe_url} was measured with "
-                f"{rec.threads} thread(s), not {threads}; rows are summed only at the thread count they were "
-                f"measured with ({fix})")
-        _note_protocol(table, dev.name, rec)
-    if dev.kind == "predicted":
-        return _current_prediction(table, dev, unit, rec)
-    return rec.median_ms
+    return src.unit_ms(table, unit, rec, threads=threads)
 
 
-_repriced: dict[tuple[str, str, str], float] = {}
-
-
-def _current_prediction(table: LatencyTable, dev: DeviceInfo, unit: Unit, rec: LatencyRecord) -> float:
-    """A predicted row made by another cost-model version is re-priced with the current one (in memory only:
-    stored rows are never overwritten), with a warning once per LUT."""
-    from ._iphone12 import load_cost_model, unit_cost_ms
-
-    model = load_cost_model()
-    if rec.versions.get("cost_model") == model.version:
-        return rec.median_ms
-    key = (table.url, dev.name, unit.key)
-    if key not in _repriced:
-        if not any(k[:2] == key[:2] for k in _repriced):
-            _logger.warning("%s: %s rows in %s were predicted by another cost model version (%s); they are re-priced "
-                            "with the current one (%s) in memory. Use a new --db to store current predictions.",
-                            dev.name, dev.name, table.safe_url, rec.versions.get("cost_model"), model.version)
-        _repriced[key] = unit_cost_ms(build_unit(unit.signature), unit.input_shape, model)
-    return _repriced[key]
-
-
-_warned_legacy: set[tuple[str, str]] = set()
-
-
-def _note_protocol(table: LatencyTable, device: str, rec: LatencyRecord) -> None:
-    """Warn once per LUT and device when it prices units with rows measured under an older protocol."""
-    used = rec.versions.get("protocol", BATCHED)
-    if used != unit_protocol(device) and (table.url, device) not in _warned_legacy:
-        _warned_legacy.add((table.url, device))
-        _logger.warning("%s: LUT rows in %s measured with the %r protocol (warm caches; rows written before "
-                        "protocols were recorded) are in use, while rows are now measured with %r; warm-cache rows "
-                        "under-predict whole networks by ~0.05 ms per unit. A new LUT (another --db) keeps rows "
-                        "consistent.", device, table.safe_url, used, unit_protocol(device))
-
-
-#: (LUT url, device) -> (number of rows when computed, median call overhead of its imported rows)
-_remote_overhead_cache: dict[tuple[str, str], tuple[int, float]] = {}
-
-
-def _remote_call_overhead_ms(table: LatencyTable, device: str, n_rows: int) -> float:
-    """Median per-call overhead recorded by the imported rows of a remote device (0 if none recorded it).
-
-    Rows are never overwritten or deleted, so the cached value stays valid while the row count is unchanged.
-    """
-    cached = _remote_overhead_cache.get((table.url, device))
-    if cached is not None and cached[0] == n_rows:
-        return cached[1]
-    values = []
-    for rec in table.records(device):
-        try:
-            values.append(float(rec.versions["call_overhead_ms"]))
-        except (KeyError, TypeError, ValueError):
-            continue
-    ms = float(np.median(values)) if values else 0.0
-    _remote_overhead_cache[(table.url, device)] = (n_rows, ms)
-    return ms
-
-
-def _network_offset(dev: DeviceInfo, threads: int, table: LatencyTable | None = None) -> float:
-    """What a whole network pays once on top of its units: the call overhead, or the cost model's intercept.
-
-    Measured devices time their overhead here; a remote device uses the overhead its runner measured there
-    (recorded with the imported rows); the predicted device uses its cost model's intercept.
-    """
-    if dev.kind == "measured":
-        return call_overhead_ms(dev.name, threads)
-    if dev.kind == "predicted":
-        from ._iphone12 import load_cost_model
-
-        return load_cost_model().intercept_ms
-    if table is None:
-        return 0.0
-    return _remote_call_overhead_ms(table, dev.name, len(table.keys(dev.name)))
-
-
-#: (LUT url, device, threads, resolution) -> its network correction; rows are never overwritten, so a found
-#: correction stays valid (absence is not cached: one may be stored later)
-_correction_cache: dict[tuple[str, str, int, int], NetworkCorrection] = {}
-
-
-def network_correction(device: str, db: LatencyTable | str | None = None, *, threads: int = 1,
+def network_correction(device: str | LatencySource, db: LatencyTable | str | None = None, *, threads: int = 1,
                        resolution: int = 224) -> NetworkCorrection | None:
     """The network correction stored for ``device`` at ``threads`` and ``resolution``, or None."""
-    table = _table(db)
-    key = (table.url, device, int(threads), int(resolution))
-    if key not in _correction_cache:
-        corr = table.correction(device, threads, resolution)
-        if corr is None:
-            return None
-        _correction_cache[key] = corr
-    return _correction_cache[key]
+    src = device if isinstance(device, LatencySource) else registered_device(device)
+    if src is None:  # only measured devices have corrections, and they are all registered
+        return None
+    return src.correction(open_table(db), threads=threads, resolution=resolution)
 
 
-def _lut_sum(genome: Genome, dev: DeviceInfo, resolution: int, table: LatencyTable, *, num_classes: int,
+def _lut_sum(genome: Genome, dev: LatencySource, resolution: int, table: LatencyTable, *, num_classes: int,
              threads: int, on_demand: bool) -> tuple[float, int]:
     """The uncorrected LUT latency (units plus one network offset, ms) and the number of units."""
     units = units_of_genome(genome, resolution, num_classes)
     total = sum(u.count * unit_latency(u, dev, db=table, threads=threads, on_demand=on_demand) for u in units)
-    return total + _network_offset(dev, threads, table), sum(u.count for u in units)
+    return total + dev.network_offset(table, threads), sum(u.count for u in units)
 
 
 def predict_latency(genome: Genome, device: str, resolution: int = 224, *, db: LatencyTable | str | None = None,
@@ -273,18 +105,12 @@ def predict_latency(genome: Genome, device: str, resolution: int = 224, *, db: L
     here (that measures whole networks): ``build`` of the whole space and ``validate`` create them.
     """
     dev = get_device(device, allow_remote=True)
-    check_threads(dev, threads)
-    table = _table(db)
-    if dev.kind == "remote" and not table.keys(dev.name):
-        raise UnknownDeviceError(f"unknown device {device!r}: not a built-in device, and {table.safe_url} has no rows "
-                                 "for it (a remote device gets rows through `bundle` and `import`)")
+    dev.check_threads(threads)
+    table = open_table(db)
+    dev.check_known(table)
     total, n_units = _lut_sum(genome, dev, resolution, table, num_classes=num_classes, threads=threads,
                               on_demand=on_demand)
-    if correct and dev.kind == "measured":
-        corr = network_correction(dev.name, table, threads=threads, resolution=resolution)
-        if corr is not None:
-            return corr.apply(total, n_units)
-    return total
+    return dev.correct(table, total, n_units, threads=threads, resolution=resolution) if correct else total
 
 
 # -- network correction ------------------------------------------------------------------------------
@@ -365,12 +191,12 @@ def calibrate_network(device: str, *, db: LatencyTable | str | None = None, spac
     load on a shared machine does not leak into the correction), else the wall time.
     """
     dev = get_device(device)
-    if dev.kind != "measured":
+    if not dev.measures_networks:
         raise UnknownDeviceError(f"a network correction measures whole networks, so it needs a device measured "
                                  f"here (ort-cpu, torch-cpu, torch-cuda), not {device!r}")
-    check_threads(dev, threads)
+    dev.check_threads(threads)
     _check_timing(runs, warmup)
-    table = _table(db)
+    table = open_table(db)
     stored = network_correction(dev.name, table, threads=threads, resolution=resolution)
     if stored is not None:
         return stored
@@ -438,14 +264,10 @@ def predict_model_latency(module: nn.Module, device: str, input_size: Sequence[i
                           threads: int = 1, runs: int = 30) -> float:
     """Latency of any ``nn.Module``'s deployed form (ms): measured end to end, or predicted by the cost model."""
     dev = get_device(device)
-    _positive_int("threads (--threads)", threads)  # one end-to-end measurement: any thread count is right
+    positive_int("threads (--threads)", threads)  # one end-to-end measurement: any thread count is right
     _check_timing(runs, 0)
     deployed = reparameterize(copy.deepcopy(module).eval())
-    if dev.kind == "measured":
-        return measure_module(deployed, tuple(input_size), device=dev.name, threads=threads, runs=runs).median_ms
-    from ._iphone12 import predict_module_ms
-
-    return predict_module_ms(deployed, tuple(input_size))
+    return dev.model_ms(deployed, tuple(input_size), threads=threads, runs=runs)
 
 
 def _signatures_to_do(
@@ -481,22 +303,22 @@ def build_lut(device: str, *, db: LatencyTable | str | None = None, space: Searc
     Every argument is checked before the LUT is opened: a refused call stores nothing and creates no file.
     """
     dev = get_device(device)
-    check_threads(dev, threads)
+    dev.check_threads(threads)
     _check_timing(runs, warmup)
     if genomes is not None:
         genomes = list(genomes)
     if calibrate and resolution is None:
         resolution = 224
-    table = _table(db)
+    table = open_table(db)
     todo_all, todo = _signatures_to_do(dev.name, table, space=space, genomes=genomes, resolution=resolution,
                                        num_classes=num_classes)
     _logger.info("%s: %d signatures, %d already in %s, %d to %s", dev.name, len(todo_all), len(todo_all) - len(todo),
-                 table.safe_url, len(todo), "measure" if dev.kind == "measured" else "predict")
+                 table.safe_url, len(todo), dev.build_verb)
     from tqdm.auto import tqdm
 
     added = 0
     for sig in tqdm(todo, desc=f"LUT {dev.name}", unit="block", disable=not progress):
-        if table.add(_new_record(dev, sig, threads=threads, runs=runs, warmup=warmup)):
+        if table.add(dev.new_record(sig, threads=threads, runs=runs, warmup=warmup)):
             added += 1
     if calibrate:
         calibrate_network(dev.name, db=table, space=space, resolution=resolution, threads=threads,

@@ -17,7 +17,7 @@ import numpy as np
 
 from search_space import Genome, SearchSpace
 
-from ._db import LatencyTable, NetworkCorrection
+from ._db import LatencyTable, NetworkCorrection, open_table
 from ._devices import get_device
 from ._errors import UnknownDeviceError
 from ._lut import (
@@ -25,14 +25,12 @@ from ._lut import (
     _check_timing,
     _lut_sum,
     _measure_network,
-    _positive_int,
-    _table,
     calibrate_network,
-    check_threads,
     network_correction,
 )
 from ._measure import BATCHED
 from ._signatures import units_of_genome
+from ._sources import positive_int
 
 __all__ = ["ValidationReport", "validate_lut", "validation_genomes"]
 
@@ -171,16 +169,16 @@ def validate_lut(device: str = "ort-cpu", *, n: int = 30, seed: int = 0, resolut
     ``calibration_seed`` (it is stored only if it beats the plain sum out of sample).
     """
     dev = get_device(device)
-    _positive_int("the number of genomes (--n)", n)
-    check_threads(dev, threads)
-    if dev.kind != "measured":
+    positive_int("the number of genomes (--n)", n)
+    dev.check_threads(threads)
+    if not dev.measures_networks:
         raise UnknownDeviceError(f"validate measures whole networks, so it needs a device measured here "
                                  f"(ort-cpu, torch-cpu, torch-cuda), not {device!r}")
     _check_timing(runs, 5)
     if calibration_genomes:
-        _positive_int("calibration_genomes", calibration_genomes)
+        positive_int("calibration_genomes", calibration_genomes)
     space = SearchSpace(resolution=resolution)
-    table = _table(db)
+    table = open_table(db)
     corr = network_correction(dev.name, table, threads=threads, resolution=resolution) if correct else None
     if correct and corr is None and calibration_genomes:
         if seed == calibration_seed:

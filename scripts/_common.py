@@ -14,7 +14,7 @@ def machine() -> str:
     import onnxruntime
     import torch
 
-    from latency_lut._measure import cpu_description
+    from latency_lut import cpu_description
 
     return (f"{cpu_description()}, Python {platform.python_version()}, "
             f"torch {torch.__version__}, onnxruntime {onnxruntime.__version__}")

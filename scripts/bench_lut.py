@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
                         "corrected figures (default 0: plain LUT sums)")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    from latency_lut._lut import check_threads
+    from latency_lut import check_threads
     from search_space import RepNASError
 
     try:
@@ -95,9 +95,9 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         update_section("bench_lut_ortcpu", "\n".join(lines))
     if not args.skip_iphone12:
-        from latency_lut._iphone12 import calibration_summary
+        from latency_lut import calibration_summary
 
-        s = calibration_summary()
+        s = calibration_summary("iphone12")
         t = [f"## iphone12 cost model: {s.get('lofo_kind', 'plain')} leave-one-family-out (PREDICTED device)", "",
              "Command: `python scripts/bench_lut.py` (table read from the shipped calibration; "
              "`python -m latency_lut calibrate` refits it)  ",

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latency_lut._timing import interleaved_timings  # noqa: E402
+from latency_lut import interleaved_timings  # noqa: E402
 from scripts._common import machine, update_section  # noqa: E402
 from search_space import build_model, reparameterize, zoo  # noqa: E402
 from search_space._export import export_onnx, onnx_session  # noqa: E402

@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from latency_lut._costmodel import CostModel  # noqa: E402
-from latency_lut._iphone12 import calibrate  # noqa: E402
+from latency_lut import CostModel  # noqa: E402
+from latency_lut import calibrate_iphone12 as calibrate  # noqa: E402
 
 
 def _fmt(x: float | None, spec: str) -> str:
@@ -85,7 +85,7 @@ def zoo_markdown(model: CostModel) -> str:
     """Predictions for the RepNAS seed zoo, next to the published latency of the same architecture."""
     import torch
 
-    from latency_lut._features import graph_features
+    from latency_lut import graph_features
     from search_space import build_model, zoo
 
     published: dict[str, list[float]] = {}

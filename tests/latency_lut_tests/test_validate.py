@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from latency_lut import LatencyRecord, LatencyTable, Source, _lut, _validate, predict_latency
+from latency_lut import LatencyRecord, LatencyTable, Source, _lut, _sources, _validate, clear_caches, predict_latency
 from latency_lut._db import NetworkCorrection
 from latency_lut._lut import (
     CALIBRATION_SEED,
@@ -52,11 +52,12 @@ class _FakeMeasure:
 @pytest.fixture
 def fake_device(monkeypatch):
     monkeypatch.setattr(_lut, "_lut_sum", _fake_sum)
-    monkeypatch.setattr(_lut, "call_overhead_ms", lambda *a, **k: 0.005)
+    for module in (_lut, _sources):
+        monkeypatch.setattr(module, "call_overhead_ms", lambda *a, **k: 0.005)
     monkeypatch.setattr(_validate, "_lut_sum", _fake_sum)
-    _lut._correction_cache.clear()
+    clear_caches()
     yield
-    _lut._correction_cache.clear()
+    clear_caches()
 
 
 def test_fit_recovers_a_synthetic_correction():
@@ -108,7 +109,7 @@ def test_calibration_resumes_stores_provenance_and_is_never_refitted(tmp_path, f
 
     again = _FakeMeasure()
     monkeypatch.setattr(_lut, "_measure_network", again)
-    _lut._correction_cache.clear()
+    clear_caches()
     reopened = LatencyTable(tmp_path / "lut.db")
     assert calibrate_network("ort-cpu", db=reopened, resolution=64, n_genomes=20, progress=False) == corr
     assert again.calls == 0
@@ -195,8 +196,8 @@ def test_cold_cache_protocol_settings_and_legacy_rows(tmp_path, caplog):
                              median_ms=0.5, p10_ms=0.4, p90_ms=0.6, runs=30, source=Source.MEASURED,
                              backend="onnxruntime-cpu", versions={"onnxruntime": "1.0"}, threads=1,
                              created_at=dt.datetime.now(dt.timezone.utc)))
-    _lut._warned_legacy.clear()
-    with caplog.at_level("WARNING", logger="latency_lut._lut"):
+    clear_caches()
+    with caplog.at_level("WARNING", logger="latency_lut"):
         raw = predict_latency(g, "ort-cpu", 64, db=db, on_demand=False, correct=False)
     assert raw == pytest.approx(0.5 * sum(u.count for u in _lut.units_of_genome(g, 64)), abs=0.1)
     assert "warm caches" in caplog.text
