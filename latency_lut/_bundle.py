@@ -95,8 +95,7 @@ def _versions() -> dict[str, str]:
     import onnx
     import torch
 
-    from search_space import __version__
-    from search_space._export import OPSET
+    from search_space import OPSET, __version__
 
     v = {"repnas": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "opset": str(OPSET)}
     try:
@@ -140,7 +139,7 @@ def write_bundle(
     that the LUT has no row for on ``device``; ``limit`` caps how many are written. ``out`` must be empty
     or missing unless ``force``. ``resolution`` None takes each of ``genomes`` at its own resolution.
     """
-    from search_space._export import export_onnx
+    from search_space import export_onnx
 
     from ._lut import _signatures_to_do
     from ._measure import _Empty

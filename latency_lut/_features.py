@@ -1,7 +1,7 @@
 """Graph-level cost features of any ``nn.Module``, read from its deployed ONNX graph.
 
 The module is re-parameterized (a deep copy: the caller's module is left alone), exported to ONNX
-with :func:`search_space._export.export_onnx` and shape-inferred. Nodes that only compute shapes (all
+with :func:`search_space.export_onnx` and shape-inferred. Nodes that only compute shapes (all
 inputs constant, or integer outputs) are left out: a compiler folds them away. Elementwise functions of a
 single tensor (GELU exported as five nodes, SiLU as two, layer scales, biases) are then fused into one
 layer, and into the convolution / matrix product / norm that produces their input where nothing else
@@ -144,7 +144,7 @@ def graph_node_records(module: nn.Module, input_size: Sequence[int] = (3, 224, 2
     with tempfile.TemporaryDirectory(prefix="repnas_features_") as tmp:
         path = Path(tmp) / "model.onnx"
         try:
-            from search_space._export import export_onnx
+            from search_space import export_onnx
 
             export_onnx(deployed, path, input_size)
         except Exception as e:  # noqa: BLE001

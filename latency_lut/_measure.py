@@ -115,7 +115,7 @@ def _evict_buffer() -> np.ndarray:
 
 
 def _onnx_file_callable(path: str | os.PathLike, input_shape, threads: int):
-    from search_space._export import onnx_session
+    from search_space import onnx_session
 
     sess = onnx_session(path, threads=threads)
     name = sess.get_inputs()[0].name
@@ -124,7 +124,7 @@ def _onnx_file_callable(path: str | os.PathLike, input_shape, threads: int):
 
 
 def _ort_callable(module: nn.Module, input_shape, threads: int, tmpdir: str):
-    from search_space._export import export_onnx
+    from search_space import export_onnx
 
     path = export_onnx(module, os.path.join(tmpdir, "unit.onnx"), tuple(input_shape))
     return _onnx_file_callable(path, input_shape, threads)

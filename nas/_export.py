@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from ._errors import ExportError
-from ._record import StudyKeys, TrialRecord
+from ._record import StudyData, StudyKeys, TrialRecord
 from ._storage import load_existing_study, open_storage, redact_url, resolve_storage_url
 
 __all__ = ["ONNX_ATOL", "ONNX_RTOL", "ExportResult", "default_name", "export_pareto", "export_trial"]
@@ -115,18 +115,18 @@ def default_name(study_name: str, number: int) -> str:
     return f"{base}_trial{number}"
 
 
-def _data_info(study) -> dict[str, Any]:
+def _data_info(study) -> StudyData:
     """Dataset facts of the proxy (recorded by ``nas.search``; older studies: from the dataset itself)."""
-    info = study.user_attrs.get(StudyKeys.DATA)
-    if info:
-        return dict(info)
+    info = StudyData.of(study)
+    if info is not None:
+        return info
     ident = study.user_attrs.get(StudyKeys.CONFIG) or {}
     name = ident.get("dataset")
     if not name:
         raise ExportError(f"study {study.study_name!r} records no dataset (not a RepNAS study?)")
     from ._data import load_dataset
 
-    return {**load_dataset(name).describe(), "proxy_resolution": None, "proxy": ""}
+    return StudyData.from_attrs(load_dataset(name).describe())
 
 
 # -- the folder -------------------------------------------------------------------------------------------
@@ -222,7 +222,7 @@ def _check_onnx(model, deployed, path: Path, res: int) -> dict[str, float]:
     import onnx
     import torch
 
-    from search_space._export import onnx_forward
+    from search_space import onnx_forward
 
     try:
         onnx.checker.check_model(str(path))
@@ -315,7 +315,7 @@ def export_trial(
     _check_args(study=study, force=force, coreml=coreml, weights=weights, measure_runs=measure_runs)
     if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
         raise ExportError(f"--trial must be a trial number (>= 0), got {trial!r}")
-    from search_space._registry import check_model_name
+    from search_space import check_model_name
 
     out = Path(out).expanduser().absolute()
     arch = check_model_name(name or default_name(study, trial))
@@ -370,9 +370,7 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
     from timm.models import save_for_hf
 
     from latency_lut import backend_versions, measure_onnx_file, predict_latency
-    from search_space import Genome, InvalidGenomeError
-    from search_space._export import export_onnx
-    from search_space._registry import create_repnas, default_cfg_for
+    from search_space import Genome, InvalidGenomeError, create_repnas, default_cfg_for, export_onnx
 
     from ._pricing import latency_label
 
@@ -386,13 +384,12 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
             genome = genome.with_resolution(res)
     except (InvalidGenomeError, TypeError, ValueError) as e:
         raise ExportError(f"trial {t.number}: stored genome is invalid: {e}") from None
-    nc = int(data["num_classes"])
-    mean = list(data["mean"]) * 3 if len(data["mean"]) == 1 else list(data["mean"])
-    std = list(data["std"]) * 3 if len(data["std"]) == 1 else list(data["std"])
+    nc = int(data.num_classes)
+    mean, std = data.mean_std_rgb()
     device = ident.get("device", "?")
     is_baseline = rec.baseline is not None
     description = (f"RepNAS {'seed baseline ' + rec.baseline if is_baseline else 'architecture'} from study "
-                   f"{st.study_name!r}, trial {t.number}; proxy weights on {data['name']}")
+                   f"{st.study_name!r}, trial {t.number}; proxy weights on {data.name}")
     pcfg = default_cfg_for(genome, num_classes=nc, mean=tuple(mean), std=tuple(std), crop_pct=1.0,
                            interpolation="bilinear", description=description, license="apache-2.0")
     model = create_repnas(arch, genome, pretrained=False, num_classes=nc, pretrained_cfg=pcfg)
@@ -409,8 +406,8 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
         "metric": "proxy accuracy" if ident.get("proxy", "train") == "train" else "zero-cost score",
         "accuracy": float(best.values[0]), "accuracy_sd": rec.accuracy_sd, "seeds": rec.n_seeds,
         "weights_accuracy": rec.accuracies[0] if rec.accuracies else None,
-        "rung": rec.rung_or_zero, "fidelity": rec.fidelity, "dataset": data["name"], "proxy": data.get("proxy", ""),
-        "proxy_resolution": data.get("proxy_resolution"), "weights": has_weights,
+        "rung": rec.rung_or_zero, "fidelity": rec.fidelity, "dataset": data.name, "proxy": data.proxy,
+        "proxy_resolution": data.proxy_resolution, "weights": has_weights,
     }
     model_config = {"repnas": meta}
     if has_weights:
@@ -478,7 +475,7 @@ def _default_permissions(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~mask)
 
 
-def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
+def _card(r: ExportResult, genome, data: StudyData) -> str:
     from latency_lut import cpu_description
 
     m = r.extra["meta"]
@@ -490,7 +487,7 @@ def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
         lut += f" ({r.ort_cpu_lut_ms / r.ort_cpu_measured_ms - 1:+.1%} vs measured)"
     search_how = r.extra["label"]
     sd = f" +- {m['accuracy_sd']:.4f} (sd over {m['seeds']} seeds)" if m.get("accuracy_sd") is not None else ""
-    acc_line = (f"{m['metric']}: **{r.accuracy:.4f}**{sd} on the {data['name']} validation subset after the "
+    acc_line = (f"{m['metric']}: **{r.accuracy:.4f}**{sd} on the {data.name} validation subset after the "
                 f"search's short proxy training at rung {m.get('rung', 0)}"
                 + (f" ({m['fidelity']:,} training images)" if m.get("fidelity") else "")
                 if m["metric"] == "proxy accuracy" else f"{m['metric']}: {r.accuracy:.4f}")
@@ -501,7 +498,7 @@ def _card(r: ExportResult, genome, data: dict[str, Any]) -> str:
         f"# {r.architecture}",
         "",
         f"An architecture found by RepNAS: study `{m['study']}`, trial {r.trial} (storage `{m['storage']}`).",
-        f"Deployed form: {r.extra['params'] / 1e6:.2f} M parameters, {data['num_classes']} classes, "
+        f"Deployed form: {r.extra['params'] / 1e6:.2f} M parameters, {data.num_classes} classes, "
         f"{res}x{res} input.",
         "",
         "## Latency",
@@ -572,7 +569,7 @@ def export_pareto(
     Arguments as :func:`export_trial`; ``name`` is the prefix (default: the study name).
     """
 
-    from search_space._registry import check_model_name
+    from search_space import check_model_name
 
     from ._config import SearchConfig
     from ._search import collect

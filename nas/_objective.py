@@ -105,7 +105,7 @@ def candidate_objective(config: SearchConfig, evaluator: Evaluator, studies, *, 
     rung = evaluator.ladder[0]
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
-        _started(trial)
+        _started(trial, studies.search)
         genome = space_.suggest(trial)
         set_attrs(trial, genome=genome.to_dict(), rung=0, candidate=trial.number, fidelity=rung.fidelity or None)
         lat = _price(config, evaluator, trial, genome, config.resolution)
@@ -132,7 +132,7 @@ def queued_objective(config: SearchConfig, evaluator: Evaluator, studies, *, bas
     handle = studies.baselines if baselines else studies.rungs
 
     def objective(trial: optuna.trial.Trial) -> tuple[float, float]:
-        _started(trial)
+        _started(trial, handle)
         rec = TrialRecord.from_trial(trial)
         if rec.genome_key is None or rec.rung is None:  # nothing was left queued (another worker took it)
             set_attrs(trial, skipped="nothing queued")
@@ -159,10 +159,13 @@ def queued_objective(config: SearchConfig, evaluator: Evaluator, studies, *, bas
     return objective
 
 
-def _started(trial) -> None:
-    """The first thing every objective does: mark the trial as started by this process (a RUNNING trial without
-    the mark never reached its objective, see :meth:`nas._studies.Handle.fail_unstarted`) and clear what a
-    heartbeat retry inherited from its failed original."""
+def _started(trial, handle) -> None:
+    """The first thing every objective does: write the trial's first heartbeat now (Optuna's heartbeat thread
+    writes it a moment later, and a trial killed before that has no heartbeat and is never failed as stale), then
+    mark the trial as started by this process (a RUNNING trial without the mark never got this far and is failed
+    by :meth:`nas._studies.Handle.fail_unstarted`), and clear what a heartbeat retry inherited from its failed
+    original."""
+    handle.record_heartbeat(trial.number)
     set_attrs(trial, worker_pid=os.getpid())
     clear_inherited(trial)
 

@@ -57,7 +57,7 @@ def min_reachable_latency(config: SearchConfig, table=None, *, passes: int = 3) 
             v = chosen.get(name, options[0])
             return v if v in options else options[0]
 
-        return space_._draw(cat, lambda name, lo, hi: lo)
+        return space_.draw(cat, lambda name, lo, hi: lo)
 
     def price(g) -> float:
         return predict_latency(g, config.device, config.resolution, db=table)

@@ -58,9 +58,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_space import Genome, InvalidGenomeError, build_model
-from search_space._genome import STAGE_STRIDES, check_resolution
-from search_space._model import as_genome
+from search_space import STAGE_STRIDES, Genome, InvalidGenomeError, as_genome, build_model, check_resolution
 
 from ._data import ProxyData, stratified_indices
 from ._errors import NASError, ProxyTrainingError, SearchConfigError

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 __all__ = ["BASELINE_PARAM", "LATENCY_CONSTRAINT", "RESET_ON_RETRY", "StudyKeys", "TrialRecord", "eval_key",
-           "clear_inherited", "set_attrs"]
+           "StudyData", "clear_inherited", "set_attrs"]
 
 BASELINE_PARAM = "baseline"
 """The Optuna parameter of a baseline trial (its zoo name, so the dashboard's parameter plots show it)."""
@@ -37,6 +37,50 @@ class StudyKeys:
     """What the proxy trained on (dataset summary and proxy description, for ``nas.export``)."""
     ENQUEUED = "enqueued"
     """Set on a queue study (baselines) once its creator has enqueued every item."""
+
+
+@dataclass(frozen=True)
+class StudyData:
+    """What the proxy trained on, stored with the search study (:attr:`StudyKeys.DATA`) and read by the report and
+    ``nas.export``: the dataset's :meth:`~nas.ProxyData.describe` summary plus how candidates were scored.
+
+    Attributes:
+        name, num_classes, mean, std, source: From the dataset summary (the rest of it is kept in ``rest``).
+        proxy: One line on how candidates are scored (the rungs, the proxy recipe).
+        proxy_resolution: Training resolution of the proxy (None for studies that did not record it).
+    """
+
+    name: str
+    num_classes: int
+    mean: list[float]
+    std: list[float]
+    source: str = ""
+    proxy: str = ""
+    proxy_resolution: int | None = None
+    rest: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_attrs(cls, attrs: dict[str, Any]) -> StudyData:
+        known = {f.name for f in dataclasses.fields(cls)} - {"rest"}
+        return cls(**{k: v for k, v in attrs.items() if k in known},
+                   rest={k: v for k, v in attrs.items() if k not in known})
+
+    def to_attrs(self) -> dict[str, Any]:
+        d = dataclasses.asdict(self)
+        return {**d.pop("rest"), **d}
+
+    @classmethod
+    def of(cls, study) -> StudyData | None:
+        """The study's record, or None when it has none (a study of an earlier version)."""
+        attrs = study.user_attrs.get(StudyKeys.DATA)
+        return cls.from_attrs(attrs) if attrs else None
+
+    def mean_std_rgb(self) -> tuple[list[float], list[float]]:
+        """Mean and std per channel, a one-channel dataset's repeated to three (what the exported model reads)."""
+        def rgb(v: list[float]) -> list[float]:
+            return list(v) * 3 if len(v) == 1 else list(v)
+
+        return rgb(self.mean), rgb(self.std)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from typing import Any
 from ._config import BASELINE_SUFFIX, RUNGS_SUFFIX, SearchConfig, SearchResult
 from ._errors import SearchConfigError, StudyStorageError
 from ._pricing import check_device, latency_label, min_reachable_latency, space
-from ._record import StudyKeys, TrialRecord
+from ._record import StudyData, StudyKeys, TrialRecord
 from ._report import (
     Candidate,
     Verdict,
@@ -225,15 +225,15 @@ def write_report(config: SearchConfig) -> SearchResult:
     study = load_existing_study(open_storage(config.storage, heartbeat_interval=None), config.study_name)
     claim_run_folder(config.out_dir, config.study_name, study.user_attrs.get(StudyKeys.UID))
     got = collect(config, study)
-    data = study.user_attrs.get(StudyKeys.DATA) or {}
+    data = StudyData.of(study)
     label = latency_label(config.device)
     rungs = sorted(set(got.by_rung) | set(got.baselines_by_rung))
     fidelity = {r: next((c.fidelity for c in got.by_rung.get(r, {}).values()), None) for r in rungs}
     meta = {
         "study": config.study_name, "storage": redact_url(config.storage_url), "device": config.device,
-        "dataset": config.dataset, "dataset_source": data.get("source", ""), "resolution": config.resolution,
+        "dataset": config.dataset, "dataset_source": data.source if data else "", "resolution": config.resolution,
         "sampler": config.sampler, "seed": config.seed, "proxy": config.proxy,
-        "proxy_description": data.get("proxy", ""), "latency_max": config.latency_max,
+        "proxy_description": data.proxy if data else "", "latency_max": config.latency_max,
         "rungs": [(r, len(got.by_rung.get(r, {})), fidelity[r]) for r in rungs], "seed_sd": got.seed_sd(),
         **got.counts,
     }

@@ -93,6 +93,12 @@ class Handle:
         present.add(key)
         return True
 
+    def record_heartbeat(self, number: int) -> None:
+        """Write trial ``number``'s heartbeat now (a storage without heartbeats: nothing to do)."""
+        interval = getattr(self.storage, "get_heartbeat_interval", lambda: None)()
+        if interval is not None:  # RDBStorage opened with heartbeats (its public heartbeat API)
+            self.storage.record_heartbeat(self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number))
+
     def fail_unstarted(self, grace_seconds: float) -> int:
         """FAIL RUNNING trials that never started their objective (their worker died between Optuna's ``ask`` and
         the heartbeat, so the heartbeat never fails them) once they are ``grace_seconds`` old; how many."""

@@ -53,7 +53,7 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
 
     from ._objective import train_device
     from ._pricing import check_device
-    from ._record import StudyKeys
+    from ._record import StudyData, StudyKeys
     from ._report import claim_run_folder
 
     t_start = time.monotonic()
@@ -66,10 +66,10 @@ def run_worker(config: SearchConfig, *, worker: int = 0, progress: bool = True, 
     claim_run_folder(config.out_dir, config.study_name, studies.uid)
     evaluator = Evaluator(config, table, data)
     study = studies.search.study
-    if StudyKeys.DATA not in study.user_attrs:  # what an export needs to describe the weights (nas.export)
-        study.set_user_attr(StudyKeys.DATA, {**evaluator.data.describe(),
-                                             "proxy_resolution": config.proxy_config().resolution,
-                                             "proxy": describe_proxy(config)})
+    if StudyData.of(study) is None:  # what the report and an export need to describe the weights
+        data = StudyData.from_attrs({**evaluator.data.describe(), "proxy_resolution": config.proxy_config().resolution,
+                                     "proxy": describe_proxy(config)})
+        study.set_user_attr(StudyKeys.DATA, data.to_attrs())
     deadline = None if config.timeout is None else t_start + config.timeout
     with _StopOnSigint() as stop:
         return _Scheduler(config, evaluator, studies, deadline, stop, progress).run()

@@ -34,8 +34,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from search_space import Genome, build_model, reparameterize
-from search_space._model import as_genome
+from search_space import Genome, as_genome, build_model, reparameterize
 
 from ._data import ProxyData
 from ._errors import NASError, SearchConfigError

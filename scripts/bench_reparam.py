@@ -21,8 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from latency_lut import interleaved_timings  # noqa: E402
 from scripts._common import machine, update_section  # noqa: E402
-from search_space import build_model, reparameterize, zoo  # noqa: E402
-from search_space._export import export_onnx, onnx_session  # noqa: E402
+from search_space import build_model, export_onnx, onnx_session, reparameterize, zoo  # noqa: E402
 from search_space.testing import randomize_  # noqa: E402
 
 _logger = logging.getLogger("bench_reparam")

@@ -13,6 +13,7 @@ scale and folds away with the rest of the BN.
 from __future__ import annotations
 
 import functools
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +21,7 @@ from timm.layers import DropPath, GroupNorm1, SqueezeExcite, create_classifier, 
 from timm.models import register_notrace_function
 from torch import nn
 
-from ._genome import StageGenome
+from ._genome import CONV_MIXERS, StageGenome
 from ._layers import (
     ConvBN,
     MobileOneBlock,
@@ -34,15 +35,26 @@ from ._layers import (
 __all__ = [
     "AttentionMixer",
     "ConvFFN",
+    "HeadUnit",
     "IdentityMixer",
     "MobileViTBlock",
     "POOL_TYPES",
     "RepNASBlock",
     "RepNASHead",
     "RepNASStage",
+    "block_signature",
+    "block_uses_se",
+    "cpe_signature",
     "create_downsample",
     "create_head",
     "create_stem",
+    "create_unit",
+    "downsample_signature",
+    "head_signature",
+    "mobilevit_signature",
+    "se_signature",
+    "stage_layout",
+    "stem_signature",
     "stem_input_convs",
     "training_stem_input_convs",
 ]
@@ -344,29 +356,129 @@ def create_downsample(kind: str, in_chs: int, out_chs: int, st: StageGenome) -> 
     raise ValueError(f"unknown downsample {kind!r}")
 
 
+# -- a stage's layout: the one place that decides which units a stage is made of ----------------
+#
+# A unit is described by its *signature*: a small JSON-able dict naming its type and every argument that changes
+# its cost, including its input shape (``in``: C, H, W) and stride. :func:`stage_layout` lists a stage's units,
+# :func:`create_unit` builds the module a signature describes; ``RepNASStage`` is assembled from exactly these, and
+# ``search_space.units_of`` / ``search_space.build_unit`` (which ``latency_lut`` prices) use the same two functions.
+
+
+def stem_signature(kind: str, resolution: int, out_chs: int, in_chans: int = 3) -> dict[str, Any]:
+    return {"type": "stem", "kind": kind, "in": [in_chans, resolution, resolution], "out": out_chs, "stride": 4}
+
+
+def downsample_signature(kind: str, in_chs: int, out_chs: int, hw_in: int, ffn_ratio: int) -> dict[str, Any]:
+    sig: dict[str, Any] = {"type": "downsample", "kind": kind, "in": [in_chs, hw_in, hw_in], "out": out_chs,
+                           "stride": 2}
+    if kind == "repvit":
+        sig["ffn_ratio"] = ffn_ratio
+    return sig
+
+
+def cpe_signature(dim: int, hw: int) -> dict[str, Any]:
+    return {"type": "cpe", "in": [dim, hw, hw], "stride": 1}
+
+
+def block_signature(st: StageGenome, dim: int, hw: int, use_se: bool) -> dict[str, Any]:
+    sig: dict[str, Any] = {"type": "block", "mixer": st.mixer, "ffn_ratio": st.ffn_ratio,
+                           "ffn_kernel": st.ffn_kernel_size, "se": use_se, "in": [dim, hw, hw], "stride": 1}
+    if st.mixer in CONV_MIXERS:
+        sig["kernel"] = st.kernel_size
+    return sig
+
+
+def mobilevit_signature(depth: int, kernel_size: int, patch_size: int, ffn_ratio: int, dim: int,
+                        hw: int) -> dict[str, Any]:
+    return {"type": "mobilevit", "depth": depth, "kernel": kernel_size, "patch": patch_size, "ffn_ratio": ffn_ratio,
+            "in": [dim, hw, hw], "stride": 1}
+
+
+def se_signature(dim: int, hw: int) -> dict[str, Any]:
+    return {"type": "se", "in": [dim, hw, hw], "stride": 1}
+
+
+def head_signature(kind: str, in_chs: int, hw: int, num_classes: int) -> dict[str, Any]:
+    return {"type": "head", "kind": kind, "in": [in_chs, hw, hw], "num_classes": num_classes}
+
+
+def block_uses_se(st: StageGenome, index: int) -> bool:
+    """Whether block ``index`` of a per-block-mixer stage has squeeze-excite (``alternate``: the even ones)."""
+    return st.se == "all" or (st.se == "alternate" and index % 2 == 0)
+
+
+def stage_layout(in_chs: int, st: StageGenome, hw: int = 0) -> list[tuple[str, dict[str, Any]]]:
+    """The units of a stage, in order, as ``(slot, signature)``: ``slot`` is the ``RepNASStage`` attribute the
+    unit lives in (``downsample``, ``pos_emb`` or ``blocks``), ``hw`` the stage's output map size (the modules do
+    not depend on it; only the signatures carry it). A ``none`` downsampling has no unit.
+
+    Layout: downsampling (when the stage has one), a conditional positional encoding before attention blocks,
+    then ``depth`` blocks with SE on all / the even ones, or for ``mobilevit`` a single MobileViT block of
+    ``depth`` transformer layers followed by one SE when the stage has any.
+    """
+    dim = st.width
+    units: list[tuple[str, dict[str, Any]]] = []
+    if st.downsample != "none":
+        units.append(("downsample", downsample_signature(st.downsample, in_chs, dim, hw * 2, st.ffn_ratio)))
+    if st.mixer == "attention":
+        units.append(("pos_emb", cpe_signature(dim, hw)))
+    if st.mixer == "mobilevit":
+        units.append(("blocks", mobilevit_signature(st.depth, st.kernel_size, st.patch_size, st.ffn_ratio, dim, hw)))
+        if st.se != "none":
+            units.append(("blocks", se_signature(dim, hw)))
+    else:
+        units += [("blocks", block_signature(st, dim, hw, block_uses_se(st, i))) for i in range(st.depth)]
+    return units
+
+
+def create_unit(signature: dict[str, Any], *, drop_path: float = 0.0) -> nn.Module:
+    """The training-form module ``signature`` describes (``drop_path``: stochastic depth of a ``block``).
+
+    Reads only channels and the arguments in the signature, never the map size. ``head`` is the deployable head
+    unit (``final_conv`` -> average pool -> linear classifier), not ``RepNASHead``'s timm interface.
+    """
+    s = signature
+    c_in = s["in"][0]
+    t = s["type"]
+    if t == "stem":
+        return create_stem(s["kind"], c_in, s["out"])
+    if t == "downsample":
+        return create_downsample(s["kind"], c_in, s["out"],
+                                 StageGenome(depth=1, width=s["out"], ffn_ratio=s.get("ffn_ratio", 2)))
+    if t == "cpe":
+        return RepCPE(c_in, 7)
+    if t == "block":
+        st = StageGenome(depth=1, width=c_in, mixer=s["mixer"], kernel_size=s.get("kernel", 3))
+        return RepNASBlock(c_in, mixer=create_mixer(st, c_in), ffn_ratio=s["ffn_ratio"],
+                           ffn_kernel_size=s["ffn_kernel"], use_se=s["se"], drop_path=drop_path)
+    if t == "mobilevit":
+        return MobileViTBlock(c_in, depth=s["depth"], kernel_size=s["kernel"], patch_size=s["patch"],
+                              mlp_ratio=s["ffn_ratio"])
+    if t == "se":
+        return SqueezeExcite(c_in, 0.25)
+    if t == "head":
+        return HeadUnit(s["kind"], c_in, s["num_classes"])
+    raise ValueError(f"unknown block type {t!r} in signature {signature}")
+
+
 class RepNASStage(nn.Module):
-    """Downsample, optional conditional positional encoding (attention stages), then the blocks."""
+    """Downsample, optional conditional positional encoding (attention stages), then the blocks.
+
+    Built from :func:`stage_layout` through :func:`create_unit`: the stage is exactly the units it is priced by.
+    """
 
     def __init__(self, in_chs: int, st: StageGenome, drop_path_rates: list[float]) -> None:
         super().__init__()
-        dim = st.width
-        self.downsample = create_downsample(st.downsample, in_chs, dim, st)
-        self.pos_emb = RepCPE(dim, 7) if st.mixer == "attention" else nn.Identity()
-        if st.mixer == "mobilevit":
-            blocks: list[nn.Module] = [MobileViTBlock(
-                dim, depth=st.depth, kernel_size=st.kernel_size, patch_size=st.patch_size, mlp_ratio=st.ffn_ratio,
-            )]
-            if st.se != "none":
-                blocks.append(SqueezeExcite(dim, 0.25))
-        else:
-            blocks = [
-                RepNASBlock(
-                    dim, mixer=create_mixer(st, dim), ffn_ratio=st.ffn_ratio, ffn_kernel_size=st.ffn_kernel_size,
-                    use_se=st.se == "all" or (st.se == "alternate" and i % 2 == 0), drop_path=drop_path_rates[i],
-                )
-                for i in range(st.depth)
-            ]
-        self.blocks = nn.Sequential(*blocks)
+        layout = stage_layout(in_chs, st)
+        slots = {slot: [sig for name, sig in layout if name == slot] for slot in ("downsample", "pos_emb", "blocks")}
+        # a "none" downsampling has no unit: create_downsample checks the width does not change
+        self.downsample = (create_unit(slots["downsample"][0]) if slots["downsample"]
+                           else create_downsample(st.downsample, in_chs, st.width, st))
+        self.pos_emb = create_unit(slots["pos_emb"][0]) if slots["pos_emb"] else nn.Identity()
+        self.blocks = nn.Sequential(*[
+            create_unit(sig, drop_path=drop_path_rates[i] if sig["type"] == "block" else 0.0)
+            for i, sig in enumerate(slots["blocks"])
+        ])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.blocks(self.pos_emb(self.downsample(x)))
@@ -418,6 +530,21 @@ def create_head(kind: str, in_chs: int) -> tuple[nn.Module, int]:
     if kind == "conv":
         return ConvBN(in_chs, 4 * in_chs, 1, act_layer=nn.SiLU), 4 * in_chs
     raise ValueError(f"unknown head {kind!r}")
+
+
+class HeadUnit(nn.Module):
+    """The priced head unit: ``final_conv`` -> global average pool -> linear classifier (deployed, the ``linear``
+    head's BN is folded into the classifier, so the same layers as a deployed ``RepNASNet``'s ``final_conv`` and
+    ``head``)."""
+
+    def __init__(self, kind: str, in_chs: int, num_classes: int) -> None:
+        super().__init__()
+        self.final_conv, feats = create_head(kind, in_chs)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(feats, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.pool(self.final_conv(x)).flatten(1))
 
 
 #: ``global_pool`` values (timm's ``SelectAdaptivePool2d`` names; ``''`` keeps the unpooled map).

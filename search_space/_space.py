@@ -110,7 +110,7 @@ class SearchSpace:
             self.stages.append(_Choices((int(lo), int(hi)), tuple(int(w) for w in _as_tuple(f"widths[{i}]", widths[i])),
                                         allowed))
         # every genome the space can draw must be valid: check the extremes now, not at trial time
-        self.validate(self._draw(lambda name, choices: choices[0], lambda name, lo, hi: lo))
+        self.validate(self.draw(lambda name, choices: choices[0], lambda name, lo, hi: lo))
 
     @staticmethod
     def _subset(name: str, values: Sequence, allowed: tuple) -> tuple:
@@ -129,11 +129,16 @@ class SearchSpace:
         return True
 
     # -- drawing --------------------------------------------------------------------------------
-    def _draw(
+    def draw(
             self,
             categorical: Callable[[str, tuple], Any],
             integer: Callable[[str, int, int], int],
     ) -> Genome:
+        """A genome of the space, each gene chosen by a callback: ``categorical(name, choices)`` returns one of
+        ``choices``, ``integer(name, lo, hi)`` an int in ``[lo, hi]``. ``name`` is the gene's Optuna parameter name
+        (``s0_mixer``, ``stem``, ...); genes are asked in a fixed order, and only those the genome has (no kernel
+        size for a mixer without one). :meth:`suggest`, :meth:`sample` and :meth:`params_of` are such draws.
+        """
         stages = []
         for i, ch in enumerate(self.stages):
             p = f"s{i}_"
@@ -165,7 +170,7 @@ class SearchSpace:
 
     def suggest(self, trial: optuna.trial.BaseTrial) -> Genome:
         """Draw a genome through ``trial.suggest_*`` (every value is a valid genome)."""
-        return self._draw(
+        return self.draw(
             lambda name, choices: trial.suggest_categorical(name, list(choices)),
             lambda name, lo, hi: trial.suggest_int(name, lo, hi),
         )
@@ -173,7 +178,7 @@ class SearchSpace:
     def sample(self, rng: np.random.Generator | int | None = None) -> Genome:
         """Draw a genome uniformly per gene with ``rng`` (a numpy Generator or a seed)."""
         gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-        return self._draw(
+        return self.draw(
             lambda name, choices: choices[int(gen.integers(len(choices)))],
             lambda name, lo, hi: int(gen.integers(lo, hi + 1)),
         )
@@ -189,7 +194,7 @@ class SearchSpace:
         def integer(name: str, lo: int, hi: int) -> int:
             return params.setdefault(name, _lookup(genome, name))
 
-        self._draw(categorical, integer)
+        self.draw(categorical, integer)
         return params
 
     # -- checking -------------------------------------------------------------------------------

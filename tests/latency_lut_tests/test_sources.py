@@ -1,5 +1,6 @@
 """Latency sources: a second predicted device is a registered source plus a data file, priced and labelled through
-the public API; labels and source words come from the source; no package imports another one's private module."""
+the public API; labels and source words come from the source; no module of one package (search_space, latency_lut,
+nas) imports another package's private module."""
 
 from __future__ import annotations
 
@@ -184,10 +185,27 @@ def _private_imports(path: Path, package: str) -> list[str]:
     return found
 
 
-def test_no_module_outside_latency_lut_imports_its_private_modules():
+PACKAGES = ("search_space", "latency_lut", "nas")
+
+
+def test_no_module_of_one_package_imports_another_packages_private_module():
     offenders = {}
-    for folder in ("nas", "scripts", "search_space"):
+    for folder in PACKAGES:
         for path in sorted((ROOT / folder).rglob("*.py")):
-            if hits := _private_imports(path, "latency_lut"):
-                offenders[str(path.relative_to(ROOT))] = hits
-    assert not offenders
+            hits = [h for other in PACKAGES if other != folder for h in _private_imports(path, other)]
+            if hits:
+                offenders[str(path.relative_to(ROOT))] = sorted(set(hits))
+    assert offenders == {}
+
+
+def test_no_script_imports_latency_lut_or_search_space_private_modules():
+    assert not {str(p.relative_to(ROOT)): h for p in sorted((ROOT / "scripts").rglob("*.py"))
+                for pkg in ("latency_lut", "search_space") if (h := _private_imports(p, pkg))}
+
+
+def test_the_names_other_packages_need_are_public():
+    import search_space
+
+    for name in ("STAGE_STRIDES", "check_resolution", "as_genome", "export_onnx", "onnx_session", "OPSET",
+                 "create_repnas", "default_cfg_for", "check_model_name", "units_of", "build_unit"):
+        assert name in search_space.__all__ and hasattr(search_space, name), name
