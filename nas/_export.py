@@ -343,7 +343,10 @@ def _check_args(*, study, force, coreml, weights, measure_runs) -> None:
 def _export_all(st, jobs: Sequence[tuple[int, Path, dict[str, Any]]]) -> list[ExportResult]:
     """Write every job into a temporary sibling folder; move them all into place only if all succeeded."""
     # an unexportable trial fails before anything is written
-    trials = {n: (_get_trial(st, n), best_evaluation(st, _get_trial(st, n), job["storage"])) for n, _, job in jobs}
+    trials = {}
+    for n, _, job in jobs:
+        t = _get_trial(st, n)
+        trials[n] = (t, best_evaluation(st, t, job["storage"]))
     tmps: list[Path] = []
     results: list[ExportResult] = []
     try:

@@ -186,11 +186,12 @@ def collect(config: SearchConfig, study=None) -> Collected:
             c = candidate_from_trial(t)
             out.by_rung.setdefault(c.rung, {}).setdefault(c.number, c)
     for t in _companion_trials(storage, config.study_name + RUNGS_SUFFIX):
+        rec = TrialRecord.from_trial(t)
         if t.state == S.COMPLETE and t.values:
-            c = candidate_from_trial(t)
+            c = candidate_from_trial(t, rec=rec)
             out.by_rung.setdefault(c.rung, {}).setdefault(c.number, c)
-        elif t.state in (S.RUNNING, S.WAITING) and TrialRecord.from_trial(t).candidate is not None:
-            out.unfinished.add(TrialRecord.from_trial(t).candidate)
+        elif t.state in (S.RUNNING, S.WAITING) and rec.candidate is not None:
+            out.unfinished.add(rec.candidate)
     if config.baselines:
         for t in _companion_trials(storage, config.study_name + BASELINE_SUFFIX):
             if t.state == S.COMPLETE and t.values and TrialRecord.from_trial(t).baseline is not None:
@@ -237,12 +238,12 @@ def write_report(config: SearchConfig) -> SearchResult:
         "rungs": [(r, len(got.by_rung.get(r, {})), fidelity[r]) for r in rungs], "seed_sd": got.seed_sd(),
         **got.counts,
     }
-    front, baselines = got.front(), got.baselines()
-    files = write_run_folder(config.out_dir, candidates=got.highest(), front=front, baselines=baselines,
-                             verdicts=got.verdicts(), meta=meta, metric=config.metric, latency_label=label)
+    front, baselines, candidates, verdicts = got.front(), got.baselines(), got.highest(), got.verdicts()
+    files = write_run_folder(config.out_dir, candidates=candidates, front=front, baselines=baselines,
+                             verdicts=verdicts, meta=meta, metric=config.metric, latency_label=label)
     _prune_weights(config, front, got.unfinished)
-    return SearchResult(front=front, baselines=baselines, candidates=got.highest(), files=files,
-                        latency_label=label, verdicts=got.verdicts())
+    return SearchResult(front=front, baselines=baselines, candidates=candidates, files=files,
+                        latency_label=label, verdicts=verdicts)
 
 
 def _prune_weights(config: SearchConfig, front: Sequence[Candidate], unfinished: set[int]) -> None:

@@ -258,32 +258,10 @@ def check_fx_plain_torchvision(variant: str, form: str, size: int = 96, **kw) ->
 # -- the zoo, both forms --------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize("name", ZOO)
-def test_zoo_forward_and_grad_checkpointing(name, form):
-    check_forward(_variant(name), form)
-
-
-@pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("name", ZOO)
-def test_zoo_backward(name, form):
-    check_backward(_variant(name), form)
-
-
-@pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("name", ZOO)
-def test_zoo_default_cfg_and_heads(name, form):
-    check_default_cfg(_variant(name), form)
-
-
-@pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("name", ZOO)
-def test_zoo_torchscript(name, form):
-    check_torchscript(_variant(name), form)
-
-
-@pytest.mark.parametrize("form", FORMS)
-@pytest.mark.parametrize("name", ZOO)
-def test_zoo_features_only(name, form):
-    check_features(_variant(name), form)
+@pytest.mark.parametrize("check", [check_forward, check_backward, check_default_cfg, check_torchscript,
+                                   check_features], ids=lambda f: f.__name__.removeprefix("check_"))
+def test_zoo_keeps_the_contract(check, name, form):
+    check(_variant(name), form)
 
 
 @pytest.mark.parametrize(("out_indices", "levels"), [((1, 3), [1, 3]), ((-1,), [3]), (2, [2, 3]), (1, [3]),
