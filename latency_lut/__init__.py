@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from ._bundle import import_results as import_results
 from ._bundle import write_bundle as write_bundle
+from ._calibration import GOALS as CALIBRATION_GOALS
 from ._costmodel import CostModel as CostModel
 from ._costmodel import CostModelError as CostModelError
 from ._db import LatencyRecord as LatencyRecord
@@ -18,6 +19,9 @@ from ._db import LatencyTable as LatencyTable
 from ._db import NetworkCorrection as NetworkCorrection
 from ._db import Source as Source
 from ._db import open_table as open_table
+from ._dburl import database_url as database_url
+from ._dburl import first_error_line as first_error_line
+from ._dburl import not_sqlite_file as not_sqlite_file
 from ._devices import DeviceInfo as DeviceInfo
 from ._devices import builtin_devices as builtin_devices
 from ._devices import calibration_summary as calibration_summary
@@ -33,6 +37,7 @@ from ._errors import ResultsFileError as ResultsFileError
 from ._errors import UnknownDeviceError as UnknownDeviceError
 from ._features import graph_features as graph_features
 from ._iphone12 import calibrate as calibrate_iphone12
+from ._iphone12 import load_cost_model as load_iphone12_cost_model
 from ._lut import build_lut as build_lut
 from ._lut import calibrate_network as calibrate_network
 from ._lut import check_threads as check_threads
@@ -54,6 +59,7 @@ from ._timing import interleaved_timings as interleaved_timings
 from ._validate import validate_lut as validate_lut
 
 __all__ = [
+    "CALIBRATION_GOALS",
     "CostModel",
     "CostModelError",
     "CostModelSource",
@@ -74,10 +80,13 @@ __all__ = [
     "build_lut",
     "builtin_devices",
     "calibrate_iphone12",
+    "load_iphone12_cost_model",
     "calibration_summary",
     "check_threads",
     "clear_caches",
     "cpu_description",
+    "database_url",
+    "first_error_line",
     "get_device",
     "graph_features",
     "import_results",
@@ -85,6 +94,7 @@ __all__ = [
     "latency_label",
     "measure_onnx_file",
     "network_correction",
+    "not_sqlite_file",
     "open_table",
     "predict_latency",
     "predict_model_latency",

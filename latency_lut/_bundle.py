@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from search_space import Genome, SearchSpace
+from search_space import Genome, SearchSpace, atomic_write, check_int, is_int, is_number
 
 from ._db import LatencyRecord, LatencyTable, open_table
 from ._devices import get_device
@@ -85,12 +85,6 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps(data, indent=1, sort_keys=True), encoding="utf-8")
-    os.replace(tmp, path)
-
-
 def _versions() -> dict[str, str]:
     import onnx
     import torch
@@ -145,8 +139,8 @@ def write_bundle(
     from ._measure import _Empty
 
     dev = _remote_device(device, "bundle")
-    if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-        raise ValueError(f"`limit` (--limit) must be an integer >= 0, got {limit!r}")
+    if limit is not None:
+        check_int("`limit` (--limit)", limit, lo=0, what="an integer >= 0")
     if genomes is not None:
         genomes = list(genomes)
     out = Path(out).expanduser()
@@ -201,7 +195,8 @@ def write_bundle(
     runner.chmod(0o755)
     (out / "README.txt").write_text(_README.format(device=dev.name, bundle_id=bundle_id, n=len(entries)),
                                     encoding="utf-8")
-    _write_json_atomic(out / "manifest.json", manifest)  # last: a bundle without a manifest is visibly unfinished
+    # last: a bundle without a manifest is visibly unfinished
+    atomic_write(out / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     size_mb = sum(p.stat().st_size for p in models.iterdir()) / 1e6
     _logger.info("wrote %s: %d micro-models (%.1f MB), manifest.json, %s, README.txt (bundle %s)", out,
                  len(entries), size_mb, RUNNER_NAME, bundle_id)
@@ -230,7 +225,7 @@ def _remove_previous_models(out: Path) -> None:
 def _number_problem(name: str, v: Any) -> str | None:
     if v is None:
         return f"missing {name}"
-    if isinstance(v, bool) or not isinstance(v, (int, float)):
+    if not is_number(v):
         return f"{name} is not a number ({v!r})"
     if not math.isfinite(v):
         return f"{name} is {v}"
@@ -249,7 +244,7 @@ def _signature_problem(key: str, entry: dict[str, Any]) -> str | None:
         return f"unknown signature (block type {sig.get('type')!r})"
     shape = sig.get("in")
     if (not isinstance(shape, list) or len(shape) != 3
-            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in shape)
+            or not all(is_int(v) and v > 0 for v in shape)
             or shape[0] > _MAX_CHANNELS or max(shape[1:]) > _MAX_SPATIAL
             or not isinstance(sig.get("out", 1), int) or sig.get("out", 1) > _MAX_CHANNELS):
         return f"unknown signature (input shape {shape!r})"
@@ -271,7 +266,7 @@ def _entry_problem(key: str, entry: Any) -> str | None:
         return (f"inconsistent timings (p10 {entry['p10_ms']:.4g} <= median {entry['median_ms']:.4g} <= p90 "
                 f"{entry['p90_ms']:.4g} does not hold)")
     runs = entry.get("runs")
-    if isinstance(runs, bool) or not isinstance(runs, int) or runs < 1:
+    if not is_int(runs) or runs < 1:
         return f"runs must be a positive integer, got {runs!r}"
     return _signature_problem(key, entry)
 
@@ -341,7 +336,7 @@ def import_results(
                             f"takes well under {_MAX_OVERHEAD_MS:g} ms)")
     host = data.get("host")
     threads = host.get("threads") if isinstance(host, dict) else None
-    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+    if not is_int(threads) or threads < 1:
         raise _reject(path, "missing or malformed host information (host.threads)")
     results = data.get("results")
     if not isinstance(results, dict):

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import math
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -27,18 +26,13 @@ from search_space import RepNASError
 
 __all__ = [
     "FORMAT_VERSION",
-    "CalibrationRow",
-    "Candidate",
     "CostModel",
     "CostModelError",
     "clear_cost_model_cache",
-    "evaluate",
     "feature_value",
     "fit",
-    "leave_one_family_out",
+    "fit_matrix",
     "load_cost_model_file",
-    "nested_leave_one_family_out",
-    "select_candidate",
     "summarize_calibration",
 ]
 
@@ -206,29 +200,48 @@ def summarize_calibration(model: CostModel, *, device: str, calibrated_on: str) 
     ``lofo_unnested_mean_mape_pct`` is the plain LOFO of the shipped candidate.
 
     Returns:
-        ``{"predicted": True, "note", "families": [{"family", "n_models", "n_rows", "mape_pct", "spearman",
-        "mape_best_quality_pct", "chosen"}], "lofo_kind", "lofo_mean_mape_pct", "lofo_max_mape_pct",
-        "lofo_mean_spearman", "lofo_mean_mape_best_quality_pct", "lofo_unnested_mean_mape_pct",
-        "in_sample_mape_pct", "model", "created", "csv_sha256"}``.
+        ``{"predicted": True, "note", "families": [{"family", "n_models", "n_rows", "mape_pct", "median_ape_pct",
+        "bias_pct", "spearman", "mape_best_quality_pct", "chosen", "meets_goal"}], "lofo_kind",
+        "lofo_mean_mape_pct", "lofo_max_mape_pct", "lofo_mean_spearman", "lofo_mean_mape_best_quality_pct",
+        "lofo_overall_median_ape_pct", "lofo_overall_spearman", "lofo_worst_median_ape_pct" (over the families
+        with enough models to be judged against the goals),
+        "lofo_unnested_mean_mape_pct", "in_sample_mape_pct", "model", "created", "csv_sha256"}``. A model
+        calibrated before per-family medians were recorded reports ``None`` for them.
     """
     prov = model.provenance
     lofo = prov.get("lofo") or {}
-    fams = [{k: f.get(k) for k in ("family", "n_models", "n_rows", "mape_pct", "spearman", "mape_best_quality_pct",
-                                   "chosen")}
+    goals = (prov.get("goals") or {}).get("families", {})
+    fams = [{**{k: f.get(k) for k in ("family", "n_models", "n_rows", "mape_pct", "median_ape_pct", "bias_pct",
+                                      "spearman", "mape_best_quality_pct", "chosen")},
+             "meets_goal": (goals.get(f.get("family")) or {}).get("meets")}
             for f in lofo.get("families", [])]
+    judged = [f for f in fams if f["median_ape_pct"] is not None and f["meets_goal"] is not None]
+    medians = [f["median_ape_pct"] for f in judged or fams if f["median_ape_pct"] is not None]
+    overall = lofo.get("overall_median_ape_pct")
     mean = lofo.get("mean_mape_pct")
     kind = prov.get("lofo_kind", "plain")
+    nested = "nested " if kind == "nested" else ""
+    if overall is not None:
+        note = (f"{device} latencies are PREDICTED by a cost model calibrated on {calibrated_on}, not measured; "
+                f"{nested}leave-one-family-out median error {overall:.1f}% over all families, "
+                f"{max(medians):.0f}% in the worst validated family")
+    elif mean is not None:
+        note = (f"{device} latencies are PREDICTED by a cost model calibrated on {calibrated_on}, not measured; "
+                f"{nested}leave-one-family-out error {mean:.1f}% MAPE")
+    else:
+        note = f"{device} latencies are PREDICTED, not measured (no validation record)"
     return {
         "predicted": True,
-        "note": f"{device} latencies are PREDICTED by a cost model calibrated on {calibrated_on}, not measured; "
-                f"{'nested ' if kind == 'nested' else ''}leave-one-family-out error {mean:.1f}% MAPE"
-                if mean is not None else f"{device} latencies are PREDICTED, not measured (no validation record)",
+        "note": note,
         "families": fams,
         "lofo_kind": kind,
         "lofo_mean_mape_pct": mean,
         "lofo_max_mape_pct": lofo.get("max_mape_pct"),
         "lofo_mean_spearman": lofo.get("mean_spearman"),
         "lofo_mean_mape_best_quality_pct": lofo.get("mean_mape_best_quality_pct"),
+        "lofo_overall_median_ape_pct": overall,
+        "lofo_overall_spearman": lofo.get("overall_spearman"),
+        "lofo_worst_median_ape_pct": max(medians) if medians else None,
         "lofo_unnested_mean_mape_pct": (prov.get("lofo_unnested") or {}).get("mean_mape_pct"),
         "in_sample_mape_pct": (prov.get("in_sample") or {}).get("mape_pct"),
         "model": (prov.get("model_selection") or {}).get("chosen"),
@@ -261,6 +274,7 @@ def fit(
         loss: str = "l2",
         irls_iterations: int = 30,
         min_coefficients: Mapping[str, float] | None = None,
+        ridge: Mapping[str, float] | None = None,
         provenance: Mapping[str, Any] | None = None,
 ) -> CostModel:
     """Fit a :class:`CostModel` by (weighted) non-negative least squares.
@@ -276,6 +290,10 @@ def fit(
         irls_iterations: Re-weighting passes for ``loss="l1"``.
         min_coefficients: Lower bounds (ms per unit, ``>= 0``) of some coefficients by feature name, e.g. a
             physical floor on the cost of a MAC; the others are bounded by 0.
+        ridge: Shrinkage of some coefficients towards their lower bound, by feature name: ``alpha``
+            pseudo-rows, each as strong as a typical row that has the feature, demanding that it be free. A
+            feature ``m`` rows exercise alike keeps about ``m / (m + alpha)`` of its unshrunk price, so a price
+            only a few rows support (one family's residual) stays small.
         provenance: Stored on the model as is.
 
     Returns:
@@ -284,21 +302,47 @@ def fit(
     Raises:
         CostModelError: Inputs are empty, inconsistent or not finite.
     """
+    names = tuple(feature_names)
+    n = len(feature_rows)
+    x = np.array([[feature_value(r, nm) for nm in names] for r in feature_rows], dtype=float).reshape(n, len(names))
+    coefs, intercept = fit_matrix(x, latencies_ms, names, weights=weights, relative=relative,
+                                  fit_intercept=fit_intercept, loss=loss, irls_iterations=irls_iterations,
+                                  min_coefficients=min_coefficients, ridge=ridge)
+    return CostModel(names, coefs, intercept, dict(provenance or {}))
+
+
+def fit_matrix(
+        x: np.ndarray,
+        latencies_ms: Sequence[float],
+        feature_names: Sequence[str],
+        *,
+        weights: Sequence[float] | None = None,
+        relative: bool = True,
+        fit_intercept: bool = True,
+        loss: str = "l2",
+        irls_iterations: int = 30,
+        min_coefficients: Mapping[str, float] | None = None,
+        ridge: Mapping[str, float] | None = None,
+) -> tuple[tuple[float, ...], float]:
+    """:func:`fit` on a ready feature matrix ``x`` (rows x ``feature_names``): ``(coefficients, intercept)``.
+
+    Calibration fits the same rows thousands of times (selection, nested validation); building the matrix
+    once and calling this is what keeps that fast.
+    """
     from scipy.optimize import nnls
 
     y = np.asarray(latencies_ms, dtype=float)
-    n = len(feature_rows)
+    n = x.shape[0]
+    names = tuple(feature_names)
     if n == 0 or y.shape != (n,):
         raise CostModelError(f"need one latency per feature row and at least one row; got {n} rows, {y.shape}")
     if not np.all(np.isfinite(y)) or np.any(y <= 0):
         raise CostModelError("latencies must be finite and positive")
     if loss not in ("l1", "l2"):
         raise CostModelError(f"loss must be 'l1' or 'l2', got {loss!r}")
-    names = tuple(feature_names)
     w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
     if w.shape != (n,) or not np.all(np.isfinite(w)) or np.any(w < 0) or not np.any(w > 0):
         raise CostModelError("weights must be finite, non-negative, one per row, and not all zero")
-    x = np.array([[feature_value(r, nm) for nm in names] for r in feature_rows], dtype=float).reshape(n, len(names))
     if not np.all(np.isfinite(x)) or np.any(x < 0):
         raise CostModelError("features must be finite and non-negative")
     lower = np.zeros(len(names))
@@ -319,206 +363,28 @@ def fit(
     col_scale[col_scale == 0] = 1.0
     a = a / col_scale
     b = (y - floor_ms) * row_scale  # coefficients above their lower bounds are fitted non-negative
+    penalties = []
+    for name, alpha in dict(ridge or {}).items():
+        if name not in names:
+            raise CostModelError(f"ridge names {name!r}, which is not one of the features")
+        if not (math.isfinite(float(alpha)) and float(alpha) >= 0):
+            raise CostModelError(f"ridge[{name!r}] must be finite and non-negative, got {alpha!r}")
+        j = names.index(name)
+        used = a[:, j] != 0
+        row = np.zeros(a.shape[1])  # alpha pseudo-rows, each as strong as a typical row that has the feature
+        row[j] = math.sqrt(float(alpha) * float(np.mean(a[used, j] ** 2))) if used.any() else 0.0
+        penalties.append(row)
+    if penalties:
+        a, b = np.vstack([a, *penalties]), np.append(b, np.zeros(len(penalties)))
     eps = 1e-3 * max(float(np.median(np.abs(y * row_scale))), 1e-12)
 
-    irls = np.ones(n)
+    irls = np.ones(len(b))
     for _ in range(irls_iterations if loss == "l1" else 1):
         sol, _ = nnls(a * irls[:, None], b * irls, maxiter=50 * a.shape[1] + 100)
-        if loss == "l1":
-            resid = np.abs(a @ sol - b)
-            irls = 1.0 / np.sqrt(np.maximum(resid, eps))
+        if loss == "l1":  # re-weight the data rows only; the penalty rows stay quadratic
+            resid = np.abs(a[:n] @ sol - b[:n])
+            irls[:n] = 1.0 / np.sqrt(np.maximum(resid, eps))
     coef = sol / col_scale + lower
     intercept = float(coef[-1]) if fit_intercept else 0.0
     coefs = coef[:-1] if fit_intercept else coef
-    return CostModel(names, tuple(float(max(c, 0.0)) for c in coefs), max(intercept, 0.0), dict(provenance or {}))
-
-
-@dataclass(frozen=True)
-class CalibrationRow:
-    """One published latency with the features of its model.
-
-    Attributes:
-        model: Model name as published.
-        arch: Key of the architecture (rows of one architecture share features), e.g. the timm name.
-        family: Family used for leave-one-family-out validation.
-        features: Output of :func:`latency_lut._features.graph_features`.
-        latency_ms: Published latency.
-        weight: Fit weight of this row.
-        quality: Quality tag of the source (``"A"``, ``"A-"``, ``"B"``).
-    """
-
-    model: str
-    arch: str
-    family: str
-    features: Mapping[str, float]
-    latency_ms: float
-    weight: float = 1.0
-    quality: str = ""
-
-
-_QUALITY_RANK = {"A": 0, "A-": 1, "B": 2}
-
-
-def _arch_errors(rows: Sequence[CalibrationRow], preds: Sequence[float]) -> dict[str, dict[str, Any]]:
-    """Per architecture: its rows' published values, quality tags and errors against one prediction."""
-    acc: dict[str, dict[str, Any]] = {}
-    for r, p in zip(rows, preds):
-        a = acc.setdefault(r.arch, {"predicted_ms": float(p), "rows": []})
-        a["rows"].append({"published_ms": r.latency_ms, "quality": r.quality,
-                          "ape_pct": 100.0 * abs(p - r.latency_ms) / r.latency_ms})
-    for a in acc.values():
-        rs = a["rows"]
-        best = min(_QUALITY_RANK.get(x["quality"], 3) for x in rs)
-        top = [x for x in rs if _QUALITY_RANK.get(x["quality"], 3) == best]
-        a["published_ms"] = float(np.mean([x["published_ms"] for x in rs]))
-        a["ape_pct"] = float(np.mean([x["ape_pct"] for x in rs]))
-        a["ape_best_quality_pct"] = float(np.mean([x["ape_pct"] for x in top]))
-    return acc
-
-
-def evaluate(model: CostModel, rows: Sequence[CalibrationRow]) -> dict[str, Any]:
-    """MAPE and Spearman rank correlation of ``model`` on ``rows``, every architecture weighted equally.
-
-    Two scorings of an architecture with several published rows: ``mape_pct`` averages its error against
-    every row (conflicting sources all count), ``mape_best_quality_pct`` only against its rows of the best
-    quality tag present (``A`` before ``A-`` before ``B``). Spearman is over architectures (mean published
-    latency against prediction) and NaN when fewer than 3 distinct architectures are present.
-    """
-    from scipy.stats import spearmanr
-
-    preds = [model.predict(r.features) for r in rows]
-    per_arch = _arch_errors(rows, preds)
-    if per_arch:
-        mape = float(np.mean([a["ape_pct"] for a in per_arch.values()]))
-        mape_best = float(np.mean([a["ape_best_quality_pct"] for a in per_arch.values()]))
-    else:
-        mape = mape_best = float("nan")
-    if len(per_arch) >= 3:
-        ys = [a["published_ms"] for a in per_arch.values()]
-        ps = [a["predicted_ms"] for a in per_arch.values()]
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # constant predictions: NaN, which is the answer
-            rho = float(spearmanr(ys, ps).statistic)
-    else:
-        rho = float("nan")
-    return {
-        "mape_pct": mape,
-        "mape_best_quality_pct": mape_best,
-        "spearman": rho,
-        "n_rows": len(rows),
-        "n_models": len(per_arch),
-        "models": dict(sorted(per_arch.items())),
-    }
-
-
-def _summarise(table: list[dict[str, Any]]) -> dict[str, Any]:
-    mapes = [t["mape_pct"] for t in table]
-    rhos = [t["spearman"] for t in table if math.isfinite(t["spearman"])]
-    return {
-        "families": table,
-        "mean_mape_pct": float(np.mean(mapes)),
-        "median_mape_pct": float(np.median(mapes)),
-        "max_mape_pct": float(np.max(mapes)),
-        "mean_spearman": float(np.mean(rhos)) if rhos else float("nan"),
-        "mean_mape_best_quality_pct": float(np.mean([t["mape_best_quality_pct"] for t in table])),
-    }
-
-
-def _fit_rows(rows: Sequence[CalibrationRow], feature_names: Sequence[str], **fit_options: Any) -> CostModel:
-    return fit([r.features for r in rows], [r.latency_ms for r in rows], feature_names=feature_names,
-               weights=[r.weight for r in rows], **fit_options)
-
-
-def _families(rows: Sequence[CalibrationRow]) -> list[str]:
-    families = sorted({r.family for r in rows})
-    if len(families) < 2:
-        raise CostModelError("leave-one-family-out needs at least two families")
-    return families
-
-
-def leave_one_family_out(
-        rows: Sequence[CalibrationRow],
-        *,
-        feature_names: Sequence[str],
-        **fit_options: Any,
-) -> dict[str, Any]:
-    """Fit without each family in turn and score the fit on that family.
-
-    Args:
-        rows: Calibration rows (weights are used for fitting, not for scoring).
-        feature_names: Passed to :func:`fit`.
-        **fit_options: Other keyword arguments of :func:`fit`.
-
-    Returns:
-        ``{"families": [{"family", "n_rows", "n_models", "mape_pct", "mape_best_quality_pct", "spearman",
-        "models"}, ...], "mean_mape_pct", "median_mape_pct", "max_mape_pct", "mean_spearman",
-        "mean_mape_best_quality_pct"}``; family entries sorted by name. ``mean_spearman`` averages the
-        families where it is defined.
-    """
-    table = []
-    for fam in _families(rows):
-        m = _fit_rows([r for r in rows if r.family != fam], feature_names, **fit_options)
-        table.append({"family": fam, **evaluate(m, [r for r in rows if r.family == fam])})
-    return _summarise(table)
-
-
-@dataclass(frozen=True)
-class Candidate:
-    """One model specification that model selection may choose: features and fit options.
-
-    Attributes:
-        name: Short label.
-        feature_names: Passed to :func:`fit`.
-        fit_options: Other keyword arguments of :func:`fit`.
-    """
-
-    name: str
-    feature_names: tuple[str, ...]
-    fit_options: Mapping[str, Any] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "feature_names": list(self.feature_names), "fit_options": dict(self.fit_options)}
-
-
-def select_candidate(
-        rows: Sequence[CalibrationRow],
-        candidates: Sequence[Candidate],
-) -> tuple[int, list[float]]:
-    """The candidate with the lowest leave-one-family-out mean MAPE on ``rows`` (first one on ties).
-
-    Returns:
-        ``(index of the chosen candidate, LOFO mean MAPE of every candidate)``.
-    """
-    if not candidates:
-        raise CostModelError("no candidate models to select from")
-    scores = [leave_one_family_out(rows, feature_names=c.feature_names, **dict(c.fit_options))["mean_mape_pct"]
-              for c in candidates]
-    return int(np.argmin(scores)), scores
-
-
-def nested_leave_one_family_out(
-        rows: Sequence[CalibrationRow],
-        candidates: Sequence[Candidate],
-) -> dict[str, Any]:
-    """Leave-one-family-out error of the whole procedure "select a candidate by LOFO, then fit it".
-
-    For each family in turn, the candidate is chosen by :func:`select_candidate` on the other families only
-    (an inner LOFO that never sees the left-out family), fitted on them and scored on the left-out family.
-    This is the honest error of a model whose features were selected on the same data; plain
-    :func:`leave_one_family_out` of the finally selected candidate is optimistic.
-
-    Returns:
-        As :func:`leave_one_family_out`, each family entry with ``"chosen"`` (the name of the candidate the
-        inner selection picked); needs at least three families.
-    """
-    families = _families(rows)
-    if len(families) < 3:
-        raise CostModelError("nested leave-one-family-out needs at least three families")
-    table = []
-    for fam in families:
-        train = [r for r in rows if r.family != fam]
-        idx, _ = select_candidate(train, candidates)
-        c = candidates[idx]
-        m = _fit_rows(train, c.feature_names, **dict(c.fit_options))
-        table.append({"family": fam, "chosen": c.name, **evaluate(m, [r for r in rows if r.family == fam])})
-    return _summarise(table)
+    return tuple(float(max(c, 0.0)) for c in coefs), max(intercept, 0.0)

@@ -12,7 +12,6 @@ import enum
 import json
 import logging
 import os
-import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -34,8 +33,9 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import ArgumentError, IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
 
+from ._dburl import database_url, first_error_line, not_sqlite_file
 from ._errors import LUTStorageError
-from ._secrets import redact_url, scrub
+from ._secrets import redact_url
 
 __all__ = ["DEFAULT_DB", "LatencyRecord", "LatencyTable", "NetworkCorrection", "NetworkMeasurement", "Source",
            "open_table", "resolve_db_url"]
@@ -254,20 +254,12 @@ class NetworkCorrection:
         )
 
 
-#: ``scheme:/...`` without ``//`` (``postgresql:/user:pw@host/db``): a mistyped URL, not a file name. Schemes
-#: of one letter are left alone (``C:/lut.db`` is a Windows path).
-_MISTYPED_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.\-]+:/(?!/)")
-
-
 def resolve_db_url(db: str | os.PathLike | None) -> str:
     """A SQLAlchemy URL from a URL, a file path, or ``None`` (``$REPNAS_LUT_DB`` or ``./repnas-lut.db``)."""
     db = os.fspath(db) if db is not None else os.environ.get("REPNAS_LUT_DB", DEFAULT_DB)
-    if "://" in db:
-        return db
-    if _MISTYPED_URL.match(db):
-        raise LUTStorageError(f"malformed database URL {redact_url(db)!r}: expected two slashes after the scheme "
-                              "(postgresql+psycopg://USER@HOST/DATABASE), or a SQLite file path")
-    return f"sqlite:///{Path(db).expanduser().resolve()}"
+    return database_url(db, lambda safe: LUTStorageError(
+        f"malformed database URL {safe!r}: expected two slashes after the scheme "
+        "(postgresql+psycopg://USER@HOST/DATABASE), or a SQLite file path"))
 
 
 class LatencyTable:
@@ -290,7 +282,7 @@ class LatencyTable:
                 raise LUTStorageError(f"cannot create the LUT database {path}: folder {path.parent} does not exist")
             if path.is_dir():
                 raise LUTStorageError(f"the LUT database {path} is a folder, not a SQLite file; pass a file with --db")
-            if path.exists() and path.stat().st_size and not _looks_like_sqlite(path):
+            if not_sqlite_file(path):
                 raise LUTStorageError(f"{path} is not a SQLite database (corrupted or another kind of file); "
                                       "nothing was changed. Pass another file with --db.")
         self._create = create
@@ -317,7 +309,7 @@ class LatencyTable:
 
     def _error(self, what: str, e: BaseException) -> LUTStorageError:
         """A driver error as one message naming the database, with no secret of its URL in it."""
-        first = scrub(_first_line(e), [self.url])
+        first = first_error_line(e, self.url)
         if self.path is not None and any(w in first for w in ("malformed", "not a database", "corrupt")):
             return LUTStorageError(f"the LUT database {self.path} is corrupt ({first}); nothing was changed. "
                                    "Pass another file with --db.")
@@ -527,12 +519,3 @@ class LatencyTable:
 def open_table(db: LatencyTable | str | os.PathLike | None = None) -> LatencyTable:
     """``db`` itself if it is a :class:`LatencyTable`, else the table at that path or URL (``None``: the default)."""
     return db if isinstance(db, LatencyTable) else LatencyTable(db)
-
-
-def _looks_like_sqlite(path: Path) -> bool:
-    with open(path, "rb") as f:
-        return f.read(16) == b"SQLite format 3\x00"
-
-
-def _first_line(e: Exception) -> str:
-    return str(getattr(e, "orig", None) or e).strip().splitlines()[0]

@@ -17,6 +17,11 @@ class:
   writes, its bytes beyond 128 KiB, 256 KiB, 512 KiB, 1 MiB or 2 MiB (:data:`SPILL_THRESHOLDS`). A
   tensor that does not fit an accelerator's on-chip buffers goes through DRAM; small ones do not.
 
+Beside the op-class grid, :data:`BLOCK_FEATURES` describe what the op classes blur together: the
+activation function a layer applies (GELU, SiLU, hard-swish; ReLU and clipping are free), LayerNorm
+against an unfolded BatchNorm, depthwise kernels 3 / 5 / 7, global poolings (squeeze-excite gates and the
+head), attention (softmax layers) and layout ops (reshape/transpose, MobileViT's unfold/fold).
+
 Every quantity is a sum over layers, so the features of a network are the sums of those of its parts
 (up to elementwise chains that straddle a part boundary). The result is a flat ``dict[str, float]`` with
 keys ``"<class>.<quantity>"`` plus ``"total.<quantity>"``, in a fixed order, deterministic for a given
@@ -35,6 +40,9 @@ from pathlib import Path
 from torch import nn
 
 __all__ = [
+    "ACTIVATION_KINDS",
+    "BLOCK_FEATURES",
+    "DW_KERNELS",
     "OP_CLASSES",
     "QUANTITIES",
     "SPILL_THRESHOLDS",
@@ -78,6 +86,27 @@ SPILL_THRESHOLDS: dict[str, int] = {
 """Large-tensor traffic quantities: name -> bytes of a tensor that are free (see the module docstring)."""
 
 QUANTITIES: tuple[str, ...] = ("macs", "bytes", "weight_bytes", "ops", *SPILL_THRESHOLDS)
+
+ACTIVATION_KINDS: tuple[str, ...] = ("gelu", "silu", "hardswish", "sigmoid")
+"""Activation functions with a price of their own: elements through each (fused into a layer or not).
+``silu`` is ``x * sigmoid(x)``; ``sigmoid`` alone is a gate (squeeze-excite); ReLU, clipping and affine
+maps are free."""
+
+DW_KERNELS: tuple[int, ...] = (3, 5, 7)
+"""Depthwise kernel sizes with a feature of their own, cumulative: ``dw3.macs`` counts every depthwise MAC
+(k > 1), ``dw5.macs`` those of kernels of 5 x 5 and more, ``dw7.macs`` of 7 x 7 and more. With non-negative
+prices a larger kernel then never costs less per MAC than a smaller one: the ``dw5`` price is what a 5 x 5
+MAC costs beyond a 3 x 3 one."""
+
+BLOCK_FEATURES: tuple[str, ...] = (
+    *(f"act_{k}.elems" for k in ACTIVATION_KINDS),
+    "layernorm.bytes",
+    "batchnorm.bytes",
+    *(f"dw{k}.macs" for k in DW_KERNELS),
+    "globalpool.ops",
+)
+"""Block-level features (see the module docstring), after the op-class grid and the totals. Attention and
+layout op counts are ``softmax.ops`` and ``data_movement.ops`` of the grid."""
 
 _NORM = {"BatchNormalization", "LayerNormalization", "GroupNormalization", "InstanceNormalization",
          "LpNormalization", "MeanVarianceNormalization", "RMSNormalization", "SimplifiedLayerNormalization"}
@@ -296,14 +325,33 @@ def onnx_node_records(proto) -> list[dict]:
         out_sizes = [int(math.prod(info[1])) for info in out_info if info is not None and info[0] in _FLOAT_TYPES]
         out_elems = sum(out_sizes)
         trans_a = bool(attrs["transA"].i) if "transA" in attrs else False
+        x_dims = shapes.get(act_inputs[0], (0, ()))[1] if act_inputs else ()
+        global_pool = (cls == "pool" and len(x_dims) == 4 and x_dims[2] * x_dims[3] > 1
+                       and out_elems == x_dims[0] * x_dims[1])
+        kind = _activation_kind([node.op_type])
         records.append({
             "op_type": node.op_type, "cls": cls,
             "macs": int(_macs(node.op_type, ins, out_elems, shapes, trans_a=trans_a)),
             "in_elems": sum(in_sizes), "out_elems": int(out_elems), "weight_elems": int(weight_elems),
             "kernel": kernel, "inputs": tuple(act_inputs), "in_sizes": tuple(in_sizes), "outputs": tuple(outs),
-            "out_sizes": tuple(out_sizes),
+            "out_sizes": tuple(out_sizes), "global_pool": global_pool,
+            "acts": ((kind, int(out_elems)),) if kind else (),
         })
     return records
+
+
+def _activation_kind(op_types: Sequence[str]) -> str | None:
+    """Which of :data:`ACTIVATION_KINDS` a node or a fused elementwise chain computes (``None``: a free one)."""
+    ops = set(op_types)
+    if ops & {"Gelu", "Erf"}:
+        return "gelu"
+    if "HardSwish" in ops or ("HardSigmoid" in ops and "Mul" in ops):
+        return "hardswish"
+    if ops & {"Swish", "Silu"} or ("Sigmoid" in ops and "Mul" in ops):
+        return "silu"
+    if ops & {"Sigmoid", "HardSigmoid"}:
+        return "sigmoid"
+    return None
 
 
 _UNARY_CLASSES = ("elementwise", "activation")
@@ -355,6 +403,8 @@ def fuse_elementwise(records: Sequence[dict]) -> list[dict]:
                     out_sizes.append(n)
         rt_size = next(n for j in nodes for t, n in zip(records[j]["inputs"], records[j]["in_sizes"]) if t == rt)
         weights = sum(records[j]["weight_elems"] for j in nodes)
+        kind = _activation_kind([records[j]["op_type"] for j in nodes])
+        acts = ((kind, rt_size),) if kind else ()
         p = producer.get(rt)
         if p is not None and p in layers and records[p]["cls"] in _FUSE_INTO and all(
                 c in members for c in consumers.get(rt, ())):
@@ -364,13 +414,14 @@ def fuse_elementwise(records: Sequence[dict]) -> list[dict]:
                 + tuple(out_sizes)
             host["out_elems"] = sum(host["out_sizes"])
             host["weight_elems"] += weights
+            host["acts"] = tuple(host.get("acts", ())) + acts
             continue
         cls = "activation" if any(records[j]["cls"] == "activation" for j in nodes) else "elementwise"
         layers[nodes[0]] = {
             "op_type": records[nodes[0]]["op_type"] if len(nodes) == 1 else "FusedElementwise", "cls": cls,
             "macs": sum(out_sizes), "in_elems": rt_size, "out_elems": sum(out_sizes), "weight_elems": weights,
             "kernel": 1, "inputs": (rt,), "in_sizes": (rt_size,), "outputs": tuple(outs),
-            "out_sizes": tuple(out_sizes),
+            "out_sizes": tuple(out_sizes), "global_pool": False, "acts": acts,
         }
     return [layers[i] for i in sorted(layers)]
 
@@ -400,7 +451,27 @@ def features_from_records(records: Sequence[dict], *, bytes_per_element: int = 2
             feats[f"{cls}.{q}"] += float(sum(b - limit for b in sizes if b > limit))
     for q in QUANTITIES:
         feats[f"total.{q}"] = float(sum(feats[f"{c}.{q}"] for c in OP_CLASSES))
+    feats.update(_block_features(records, bytes_per_element))
     return feats
+
+
+def _block_features(records: Sequence[dict], bytes_per_element: int) -> dict[str, float]:
+    """The :data:`BLOCK_FEATURES` of layer records."""
+    out = dict.fromkeys(BLOCK_FEATURES, 0.0)
+    for r in records:
+        for kind, elems in r.get("acts", ()):
+            out[f"act_{kind}.elems"] += float(elems)
+        if r["cls"] == "norm":
+            key = "batchnorm.bytes" if r["op_type"] == "BatchNormalization" else "layernorm.bytes"
+            out[key] += float(sum((*r["in_sizes"], *r["out_sizes"])) * bytes_per_element)
+        elif r["cls"] == "conv_depthwise" and r["kernel"] > 1:
+            k = math.isqrt(r["kernel"] - 1) + 1  # ceil(sqrt(taps)): 9 -> 3, 25 -> 5, 49 -> 7
+            for d in DW_KERNELS:  # cumulative: a k x k kernel counts for every size up to k
+                if d == DW_KERNELS[0] or k >= d:
+                    out[f"dw{d}.macs"] += float(r["macs"])
+        elif r.get("global_pool"):
+            out["globalpool.ops"] += 1.0
+    return out
 
 
 def _macs(op_type: str, ins: list[str], out_elems: int, shapes: dict, *, trans_a: bool = False) -> int:

@@ -38,20 +38,27 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from torch import nn
 
-from ._costmodel import (
+from search_space import atomic_write
+
+from ._calibration import (
     CalibrationRow,
     Candidate,
+    evaluate,
+    family_profiles,
+    fit_calibration,
+    goal_check,
+    leave_one_family_out,
+    nested_leave_one_family_out,
+    select_candidate,
+)
+from ._costmodel import (
     CostModel,
     CostModelError,
     clear_cost_model_cache,
-    evaluate,
-    fit,
-    leave_one_family_out,
     load_cost_model_file,
-    nested_leave_one_family_out,
-    select_candidate,
     summarize_calibration,
 )
 from ._features import OP_CLASSES, SPILL_THRESHOLDS, graph_features
@@ -110,29 +117,49 @@ layer computes faster than peak, so no fit may price compute below it; without t
 put all cost on weight bytes, which are nearly collinear with MACs in the calibration set."""
 
 
+BLOCK_TERMS: tuple[str, ...] = (
+    "act_gelu.elems", "act_silu.elems", "act_hardswish.elems", "layernorm.bytes", "batchnorm.bytes",
+    "dw3.macs", "dw5.macs", "dw7.macs", "globalpool.ops", "softmax.ops", "data_movement.ops",
+)
+"""What the space's blocks do beyond MACs and bytes, each priced by the calibration (see
+``latency_lut._features.BLOCK_FEATURES``): GELU / SiLU / hard-swish elements, LayerNorm and unfolded BatchNorm
+traffic, depthwise MACs by kernel (on top of the per-MAC price), global poolings (squeeze-excite gates),
+attention layers (softmax count) and layout ops (MobileViT's unfold/fold, attention's reshapes). Each is
+shrunk towards free by a ridge penalty: few calibration families exercise some of them, and a price only
+one family supports would be that family's residual, not a block's cost."""
+
+SOURCE_PRIOR = 2.0
+"""Pseudo-rows pulling each source's log scale towards 0 (see ``latency_lut._calibration``)."""
+
+
 def _candidates() -> tuple[Candidate, ...]:
     out = []
+    base = (MACS_FEATURE, WEIGHTS_FEATURE, LAYOUT_FEATURE)
     for loss in ("l2", "l1"):
-        options = {"relative": True, "fit_intercept": True, "loss": loss,
-                   "min_coefficients": {MACS_FEATURE: MAC_FLOOR_MS}}
-        out.append(Candidate(f"{loss}/no-spill", (MACS_FEATURE, WEIGHTS_FEATURE, LAYOUT_FEATURE), options))
-        for q in SPILL_THRESHOLDS:
-            out.append(Candidate(f"{loss}/{q}", (MACS_FEATURE, WEIGHTS_FEATURE, LAYOUT_FEATURE, spill_feature(q)),
-                                 options))
+        for spill in (None, "spill512k", "spill1m"):
+            for alpha in (16.0, 64.0):
+                feats = base + ((spill_feature(spill),) if spill else ()) + BLOCK_TERMS
+                options = {"relative": True, "fit_intercept": True, "loss": loss,
+                           "min_coefficients": {MACS_FEATURE: MAC_FLOOR_MS},
+                           "ridge": dict.fromkeys(BLOCK_TERMS, alpha), "source_prior": SOURCE_PRIOR}
+                out.append(Candidate(f"{loss}/{spill or 'no-spill'}/ridge{alpha:g}", feats, options))
     return tuple(out)
 
 
 CANDIDATES: tuple[Candidate, ...] = _candidates()
 """The model specifications calibration selects from (see the module docstring): intercept + MACs (priced at
-least :data:`MAC_FLOOR_MS`) + weight bytes + layout bytes, with no large-tensor term or one of five
-thresholds, each with the squared (``l2``) and the absolute (``l1``, robust to conflicting sources) relative
-loss."""
+least :data:`MAC_FLOOR_MS`) + weight bytes + layout bytes + every :data:`BLOCK_TERMS` term, with no
+large-tensor term or one of two thresholds, two ridge strengths (strong: see :data:`BLOCK_TERMS`), and the
+squared (``l2``) or absolute (``l1``) relative loss; per-source scales in all of them."""
 
 QUALITY_WEIGHT = {"A": 1.0, "A-": 0.5, "B": 0.5}
 """Relative fit weight of a row by the quality tag that opens its ``notes``."""
 
-_FAMILIES = ("RepViT", "RepNeXt", "FastViT", "MobileOne", "EfficientFormer", "MobileNetV2", "MobileCLIP",
-             "MobileViG")
+_FAMILIES = ("RepViT", "RepNeXt", "FastViT", "MobileOne", "EfficientFormerV2", "EfficientFormer", "MobileNetV2",
+             "MobileNetV3", "MobileCLIP", "MobileViTv2", "MobileViT", "MobileViG", "Next-ViT", "EfficientNet",
+             "EfficientViT", "SwiftFormer", "PoolFormer", "ConvNeXt", "DeiT", "PiT", "PVTv2", "SHViT", "ResNet")
+"""Families for validation, matched as prefixes of the published name (spaces ignored), longest names first
+where one is a prefix of another (``EfficientFormerV2`` before ``EfficientFormer``)."""
 
 
 def default_csv_path() -> Path:
@@ -150,11 +177,19 @@ def family_of(model: str, timm_name: str = "") -> str:
 
     Falls back to the leading letters of the timm name.
     """
+    key = model.lower().replace(" ", "")
     for fam in _FAMILIES:
-        if model.lower().startswith(fam.lower()):
+        if key.startswith(fam.lower()):
             return fam
     m = re.match(r"[A-Za-z]+", model) or re.match(r"[A-Za-z]+", timm_name)
     return m.group(0) if m else (timm_name or model)
+
+
+def source_of(source_text: str) -> str:
+    """The source a calibration row's figure comes from: its ``source_repo_or_paper`` cell up to the first ``(``
+    or ``:`` (``"RepViT paper: Wang et al., ..."`` -> ``"RepViT paper"``, ``"apple/ml-fastvit (README; ...)"``
+    -> ``"apple/ml-fastvit"``). Rows of one source share a fitted scale."""
+    return re.split(r"[(:]", source_text or "", maxsplit=1)[0].strip() or "unknown"
 
 
 def _parse_resolution(text: str, timm_name: str) -> tuple[int, bool]:
@@ -180,6 +215,12 @@ def _timm_features(timm_name: str, resolution: int) -> tuple[tuple[str, float], 
     import timm
 
     model = timm.create_model(timm_name, pretrained=False)
+    size = model.pretrained_cfg.get("input_size", (3, resolution, resolution))
+    if tuple(size[1:]) != (resolution, resolution):
+        try:  # models with a fixed token grid (EfficientFormer, ViTs) are built for the published size
+            model = timm.create_model(timm_name, pretrained=False, img_size=resolution)
+        except TypeError:  # the others take any size as they are
+            pass
     feats = graph_features(model, (3, resolution, resolution))
     return tuple(feats.items())
 
@@ -210,7 +251,7 @@ def calibration_rows(
             records = list(csv.DictReader(fh))
     except OSError as e:
         raise CostModelError(f"cannot read calibration CSV {path}: {e}") from None
-    needed = {"model", "timm_name", "latency_ms", "resolution", "notes"}
+    needed = {"model", "timm_name", "latency_ms", "resolution", "notes", "source_repo_or_paper"}
     if not records or not needed <= set(records[0]):
         raise CostModelError(f"calibration CSV {path} must have the columns {sorted(needed)}")
 
@@ -263,6 +304,7 @@ def calibration_rows(
                 model=rec["model"].strip(), arch=arch, family=family_of(rec["model"], tn),
                 features=feats[(tn, res)], latency_ms=float(rec["latency_ms"]),
                 weight=arch_weight * q / sum(qs), quality=_quality(rec["notes"]),
+                source=source_of(rec["source_repo_or_paper"]),
             ))
     _logger.info("%d calibration rows over %d architectures and %d families (%d CSV rows left out)",
                  len(rows), len(by_arch), len({r.family for r in rows}),
@@ -329,14 +371,14 @@ def calibrate(
     unnested = leave_one_family_out(rows, feature_names=chosen.feature_names, **options)
     nested = len(cands) > 1 and n_families >= 3
     lofo = nested_leave_one_family_out(rows, cands) if nested else unnested
-    final = fit([r.features for r in rows], [r.latency_ms for r in rows], feature_names=chosen.feature_names,
-                weights=[r.weight for r in rows], **options)
-    in_sample = evaluate(final, rows)
+    final, scales = fit_calibration(rows, chosen.feature_names, **options)
+    in_sample = evaluate(final, rows, scales)
     provenance = {
         "device": "iphone12",
         "description": "Apple iPhone 12 / 12 Pro / 12 Pro Max (A14 Bionic), Core ML; PREDICTED, not measured",
-        "method": "non-negative least squares on per-op-class features of the re-parameterized ONNX graph, "
-                  "elementwise chains fused into their producing layer (latency_lut._features)",
+        "method": "non-negative least squares on per-op-class and block features of the re-parameterized ONNX "
+                  "graph, elementwise chains fused into their producing layer (latency_lut._features), fitted "
+                  "jointly with one multiplicative scale per source (latency_lut._calibration)",
         "csv": {"file": csv_file.name, "sha256": _sha256(csv_file)},
         "created": _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat(),
         "versions": {"timm": timm.__version__, "torch": torch.__version__, "onnx": onnx.__version__},
@@ -351,32 +393,78 @@ def calibrate(
             "candidates": [dict(c.to_dict(), lofo_mean_mape_pct=sc) for c, sc in zip(cands, scores)]
             if len(cands) > 1 else [chosen.to_dict()],
         },
-        "scoring": "MAPE weights every architecture of a family equally; an architecture with several published "
-                   "rows is scored against all of them (mape_pct) and, as a second figure, only against its rows "
-                   "of the best quality tag present (mape_best_quality_pct). Spearman is over architectures.",
+        "scoring": "every architecture of a family weighs the same; an architecture with several published rows "
+                   "is scored against all of them. Errors are against the published rows corrected by their "
+                   "source's scale from the same fit (source-adjusted; consensus_* figures: scale 1). A family's "
+                   "median_ape_pct and bias_pct are medians over its architectures; mape_pct the mean; Spearman "
+                   "is over architectures (overall_spearman pools every family of the LOFO).",
         "row_weighting": {"quality_weight": QUALITY_WEIGHT,
                           "rule": "each architecture (timm name @ resolution) totals the best quality weight of "
                                   "its rows, shared among its rows in proportion to their quality weights"},
         "bytes_per_element": 2,
         "rows_used": [
-            {"model": r.model, "arch": r.arch, "family": r.family, "latency_ms": r.latency_ms,
+            {"model": r.model, "arch": r.arch, "family": r.family, "source": r.source, "latency_ms": r.latency_ms,
              "quality": r.quality, "weight": round(r.weight, 6)} for r in rows
         ],
+        "source_scales": {k: round(v, 4) for k, v in sorted(scales.items())},
+        "block_effects": _block_effects(final, rows, chosen, unnested["mean_mape_pct"]),
+        "error_by_block": _error_by_block(lofo, rows),
+        "family_profiles": family_profiles(rows),
         "csv_notes": notes,
         "in_sample": {k: in_sample[k] for k in ("mape_pct", "mape_best_quality_pct", "spearman", "n_rows",
                                                 "n_models")},
         "lofo_kind": "nested" if nested else "plain",
         "lofo": lofo,
+        "goals": goal_check(lofo),
         "lofo_unnested": unnested,
     }
     model = CostModel(final.feature_names, final.coefficients, final.intercept_ms, provenance)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(model.to_json() + "\n", encoding="utf-8")
+    atomic_write(out, model.to_json() + "\n")
     clear_cost_model_cache()
     _logger.info("wrote %s: model %s; %s LOFO mean MAPE %.1f%% (shipped candidate, un-nested: %.1f%%) over %d "
                  "families; in-sample MAPE %.1f%%", out, chosen.name, "nested" if nested else "plain",
                  lofo["mean_mape_pct"], unnested["mean_mape_pct"], len(lofo["families"]), in_sample["mape_pct"])
     return model
+
+
+def _block_effects(model: CostModel, rows: Sequence[CalibrationRow], chosen: Candidate,
+                   lofo_mean_mape_pct: float) -> dict[str, dict[str, Any]]:
+    """What the calibration measured for each block term: its price, the share of predicted time it takes in
+    the models that have it, the families that exercise it (a term only one family has is not identifiable:
+    its price is that family's residual) and the LOFO error of the chosen specification without it."""
+    archs = {r.arch: r.features for r in rows}
+    family = {r.arch: r.family for r in rows}
+    out = {}
+    for name, coef in zip(model.feature_names, model.coefficients):
+        if name not in BLOCK_TERMS:
+            continue
+        shares = [model.contributions(f)[name] / model.predict(f) for f in archs.values() if f.get(name, 0.0) > 0]
+        without = tuple(n for n in chosen.feature_names if n != name)
+        opts = dict(chosen.fit_options, ridge={k: v for k, v in chosen.fit_options.get("ridge", {}).items()
+                                               if k != name})
+        lofo_without = leave_one_family_out(rows, feature_names=without, **opts)["mean_mape_pct"]
+        families = sorted({family[a] for a, f in archs.items() if f.get(name, 0.0) > 0})
+        out[name] = {"coefficient": coef, "models_with_it": len(shares), "families_with_it": families,
+                     "identifiable": len(families) >= 2,
+                     "median_share_pct": 100.0 * float(sorted(shares)[len(shares) // 2]) if shares else 0.0,
+                     "max_share_pct": 100.0 * max(shares, default=0.0),
+                     "lofo_mean_mape_pct_without": lofo_without,
+                     "lofo_mean_mape_pct_with": lofo_mean_mape_pct}
+    return out
+
+
+def _error_by_block(lofo: dict[str, Any], rows: Sequence[CalibrationRow]) -> dict[str, dict[str, Any]]:
+    """The validation error by block type: per block term, the LOFO errors of the architectures that have it."""
+    feats = {r.arch: r.features for r in rows}
+    errs = {a: m for f in lofo["families"] for a, m in f["models"].items()}
+    out = {}
+    for term in BLOCK_TERMS:
+        have = [m for a, m in errs.items() if feats[a].get(term, 0.0) > 0]
+        out[term] = {"n_models": len(have),
+                     "median_ape_pct": float(np.median([m["ape_pct"] for m in have])) if have else None,
+                     "bias_pct": float(np.median([m["err_pct"] for m in have])) if have else None}
+    return out
 
 
 def load_cost_model(path: str | Path | None = None) -> CostModel:

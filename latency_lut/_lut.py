@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 from torch import nn
 
-from search_space import Genome, SearchSpace, build_model, reparameterize
+from search_space import Genome, SearchSpace, build_model, check_int, reparameterize
 
 from ._db import LatencyTable, NetworkCorrection, NetworkMeasurement, open_table
 from ._devices import get_device, registered_device
@@ -59,8 +59,7 @@ def check_threads(device: str | LatencySource, threads: Any) -> int:
 
 def _check_timing(runs: Any, warmup: Any) -> None:
     positive_int("runs (--runs)", runs)
-    if isinstance(warmup, bool) or not isinstance(warmup, (int, np.integer)) or warmup < 0:
-        raise ValueError(f"warmup must be a non-negative integer, got {warmup!r}")
+    check_int("warmup", warmup, lo=0, numpy=True)
 
 
 def unit_latency(unit: Unit, device: str | LatencySource, *, db: LatencyTable | str | None = None,

@@ -41,6 +41,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from search_space import check_int
+
 from ._timing import ClockStats, TimingStats, single_call_timings
 
 __all__ = ["BATCHED", "EVICTED", "backend_versions", "call_overhead_ms", "cpu_description", "evict_bytes",
@@ -176,8 +178,7 @@ def measure_clocks(
     wall time also counts whatever other processes on a shared machine took of the core.
     """
     for name, value, least in (("threads", threads, 1), ("runs", runs, 1), ("warmup", warmup, 0)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
-            raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+        check_int(name, value, lo=least, numpy=True, what=f"an integer >= {least}")
     cpu_clock = threads == 1 and device in ("ort-cpu", "torch-cpu")
     if device == "ort-cpu":
         with tempfile.TemporaryDirectory() as tmp:

@@ -128,6 +128,8 @@ def _host(threads: int) -> dict:
 
 
 def _write_atomic(path: str, data: dict) -> None:
+    # Deliberately not search_space.atomic_write: this file is copied into bundles as run_bundle.py and runs on
+    # devices without the RepNAS packages (stdlib, numpy and onnxruntime only). Unlike that helper it fsyncs.
     tmp = f"{path}.tmp{os.getpid()}"
     with open(tmp, "w", encoding="utf-8") as f:
         json.dump(data, f, indent=1, sort_keys=True)

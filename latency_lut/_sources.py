@@ -34,6 +34,8 @@ from typing import Any, ClassVar
 import numpy as np
 from torch import nn
 
+from search_space import check_int
+
 from ._costmodel import CostModel, CostModelError, load_cost_model_file, summarize_calibration
 from ._db import LatencyRecord, LatencyTable, NetworkCorrection, Source
 from ._errors import LatencyLookupError, UnknownDeviceError
@@ -64,9 +66,7 @@ MULTI_THREAD_REFUSAL = (
 
 
 def positive_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    return int(value)
+    return check_int(name, value, lo=1, numpy=True)
 
 
 def _now() -> _dt.datetime:
@@ -128,6 +128,11 @@ class LatencySource(abc.ABC):
 
     def calibration_summary(self) -> dict[str, Any] | None:
         """The calibration record of a predicted device (None where the figures are measured)."""
+        return None
+
+    def figure_error(self, module: nn.Module, input_size: Sequence[int]) -> str | None:
+        """How far to trust this source's figure for one network, beyond :meth:`label` (``None``: the label
+        says it all, as for a measured figure)."""
         return None
 
     def bundle_refusal(self, command: str) -> str | None:
@@ -378,9 +383,13 @@ class CostModelSource(LatencySource):
     def label(self) -> str:
         s = self._summary_or_none()
         try:
+            if s.get("lofo_overall_median_ape_pct") is not None:
+                return (f"PREDICTED for {self.name} by a cost model, not measured (leave-one-family-out median "
+                        f"error {float(s['lofo_overall_median_ape_pct']):.0f}%, worst validated family "
+                        f"{float(s['lofo_worst_median_ape_pct']):.0f}%)")
             return (f"PREDICTED for {self.name} by a cost model, not measured (leave-one-family-out MAPE "
                     f"{float(s['lofo_mean_mape_pct']):.1f}%)")
-        except (KeyError, TypeError, ValueError):  # no record, or one without the figure: the label still shows
+        except (AttributeError, KeyError, TypeError, ValueError):  # no record, or one without the figure
             return f"PREDICTED for {self.name} by a cost model, not measured (calibration error not available)"
 
     def error_statement(self) -> str:
@@ -399,9 +408,35 @@ class CostModelSource(LatencySource):
                  f"{len(s['families'])} families"]
         for row in s["families"]:
             sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
-            lines.append(f" {row['family']:18s} MAPE {row['mape_pct']:5.1f}%  Spearman {sp}  "
+            med = "" if row.get("median_ape_pct") is None else (f"median {row['median_ape_pct']:5.1f}%  bias "
+                                                                f"{row['bias_pct']:+6.1f}%  ")
+            lines.append(f" {row['family']:18s} {med}MAPE {row['mape_pct']:5.1f}%  Spearman {sp}  "
                          f"({row['n_models']} models)")
         return lines
+
+    def figure_error(self, module: nn.Module, input_size: Sequence[int]) -> str | None:
+        """The error of the calibration family ``module`` resembles (see ``latency_lut._calibration``), or
+        the worst family's when it resembles none; ``None`` without a validation record."""
+        from ._calibration import GOALS, resemblance
+
+        s = self._summary_or_none()
+        model = self.cost_model()
+        profiles = model.provenance.get("family_profiles") or {}
+        rows = {f["family"]: f for f in (s or {}).get("families", []) if f.get("median_ape_pct") is not None}
+        if not rows or not profiles:
+            return None
+        family, _ = resemblance(self.features(module, input_size), profiles)
+        validated = [f for f in rows.values() if f["n_models"] >= GOALS["min_models"]] or list(rows.values())
+        worst = max(validated, key=lambda f: f["median_ape_pct"])
+        worst_text = f"worst validated family error +-{worst['median_ape_pct']:.0f}% ({worst['family']})"
+        if family is None or family not in rows:
+            return f"resembles no calibration family: {worst_text}"
+        f = rows[family]
+        if f["n_models"] < GOALS["min_models"]:
+            return f"like {family} ({f['n_models']} calibration model(s), too few to validate): {worst_text}"
+        goal = "" if f.get("meets_goal") else f", outside the {GOALS['median_ape_pct']:.0f}% goal"
+        return (f"like {family}: +-{f['median_ape_pct']:.0f}% median error, bias {f['bias_pct']:+.0f}% "
+                f"({f['n_models']} models{goal})")
 
     def bundle_refusal(self, command: str) -> str | None:
         return (f"`{command}` is for remote devices, and {self.name!r} is a built-in device PREDICTED by its "

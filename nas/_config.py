@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search_space import is_int
+
 from ._errors import SearchConfigError
 from ._report import RUNS_DIR, Candidate, run_folder_name
 from ._storage import resolve_storage_url
@@ -135,7 +137,7 @@ class SearchConfig:
             if not ok:
                 raise SearchConfigError(msg)
 
-        need(self.trials is None or (_is_int(self.trials) and self.trials >= 1),
+        need(self.trials is None or (is_int(self.trials) and self.trials >= 1),
              f"--trials must be a positive integer, got {self.trials!r}")
         need(self.timeout is None or self.timeout > 0, f"--timeout must be positive seconds, got {self.timeout!r}")
         need(self.latency_max is None or (math.isfinite(self.latency_max) and self.latency_max > 0),
@@ -145,27 +147,27 @@ class SearchConfig:
         need(self.proxy in PROXIES, f"unknown --proxy {self.proxy!r}; choose one of {', '.join(PROXIES)}")
         need(self.zero_cost_method in ZERO_COST_METHODS,
              f"unknown zero-cost method {self.zero_cost_method!r}; choose one of {', '.join(ZERO_COST_METHODS)}")
-        need(self.epochs is None or (_is_int(self.epochs) and self.epochs >= 1),
+        need(self.epochs is None or (is_int(self.epochs) and self.epochs >= 1),
              f"--epochs must be a positive integer, got {self.epochs!r}")
-        need(_is_int(self.resolution) and self.resolution >= 32 and self.resolution % 32 == 0,
+        need(is_int(self.resolution) and self.resolution >= 32 and self.resolution % 32 == 0,
              f"--resolution must be a multiple of 32 (>= 32), got {self.resolution!r}")
         need(self.proxy_resolution is None or (self.proxy_resolution >= 16 and self.proxy_resolution % 16 == 0),
              f"--proxy-resolution must be a multiple of 16 (>= 16), got {self.proxy_resolution!r}")
-        need(_is_int(self.eta) and self.eta >= 2, f"--eta must be an integer >= 2, got {self.eta!r}")
-        need(_is_int(self.top_seeds) and self.top_seeds >= 2,
+        need(is_int(self.eta) and self.eta >= 2, f"--eta must be an integer >= 2, got {self.eta!r}")
+        need(is_int(self.top_seeds) and self.top_seeds >= 2,
              f"--top-seeds must be an integer >= 2 (the top rung reports a mean and its spread), got "
              f"{self.top_seeds!r}")
         self._check_rungs(need)
         need(self.train_device in ("auto", "cpu", "cuda") or self.train_device.startswith("cuda:"),
              f"--train-device must be auto, cpu or cuda[:N], got {self.train_device!r}")
-        need(_is_int(self.workers) and self.workers >= 1, f"--workers must be >= 1, got {self.workers!r}")
+        need(is_int(self.workers) and self.workers >= 1, f"--workers must be >= 1, got {self.workers!r}")
         need(self.population_size is None or self.population_size >= 2,
              f"population size must be >= 2, got {self.population_size!r}")
         need(self.heartbeat_interval >= 1, f"heartbeat interval must be >= 1 s, got {self.heartbeat_interval}")
         need(self.grace_period is None or self.grace_period > self.heartbeat_interval,
              f"grace period must exceed the heartbeat interval ({self.heartbeat_interval} s), got {self.grace_period} "
              "(live trials would be failed as stale and trained again)")
-        need(self.threads is None or (_is_int(self.threads) and self.threads >= 1),
+        need(self.threads is None or (is_int(self.threads) and self.threads >= 1),
              f"--threads must be >= 1, got {self.threads!r}")
         if self.study is not None:
             need(bool(self.study.strip()) and not self.study.endswith((BASELINE_SUFFIX, RUNGS_SUFFIX)),
@@ -178,12 +180,12 @@ class SearchConfig:
 
     def _check_rungs(self, need) -> None:
         batch = self._base_proxy().batch_size
-        need(self.proxy_images is None or (_is_int(self.proxy_images) and self.proxy_images >= batch),
+        need(self.proxy_images is None or (is_int(self.proxy_images) and self.proxy_images >= batch),
              f"--proxy-images must be an integer of at least one batch ({batch} images), got {self.proxy_images!r}")
         if self.rungs is None:
             return
         r = tuple(self.rungs)
-        need(len(r) >= 1 and all(_is_int(x) for x in r), f"--rungs must be integers (training images), got {r!r}")
+        need(len(r) >= 1 and all(is_int(x) for x in r), f"--rungs must be integers (training images), got {r!r}")
         need(all(b > a for a, b in zip(r, r[1:])),
              f"--rungs must grow strictly from rung to rung (training images, cheapest first), got "
              f"{','.join(map(str, r))}")
@@ -258,10 +260,6 @@ class SearchConfig:
                 "proxy_config": self.proxy_config().to_dict(), "latency_max": self.latency_max,
                 "rungs": [r.images for r in self.ladder()], "eta": self.eta if len(self.ladder()) > 1 else None,
                 "top_seeds": len(self.ladder()[-1].seeds)}
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
 
 
 @dataclass(frozen=True)

@@ -48,6 +48,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from search_space import atomic_write, check_int
+
 from ._errors import DatasetNotFoundError, NASError, SearchConfigError
 
 __all__ = ["DATASETS", "ProxyData", "load_dataset", "stratified_indices"]
@@ -226,14 +228,10 @@ def load_dataset(
     """
     if not isinstance(name, str) or not name:
         raise SearchConfigError(f"`name` must be a dataset name, got {name!r}")
-    for arg, value in (("train_size", train_size), ("val_size", val_size)):
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise SearchConfigError(f"`{arg}` must be a positive integer or None, got {value!r}")
-    if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-        raise SearchConfigError(f"`seed` must be a non-negative integer, got {seed!r}")
-    if image_size is not None and (isinstance(image_size, bool) or not isinstance(image_size, int)
-                                   or not 8 <= image_size <= 1024):
-        raise SearchConfigError(f"`image_size` must be an integer in [8, 1024] or None, got {image_size!r}")
+    check_int("`train_size`", train_size, lo=1, optional=True, error=SearchConfigError)
+    check_int("`val_size`", val_size, lo=1, optional=True, error=SearchConfigError)
+    check_int("`seed`", seed, lo=0, error=SearchConfigError)
+    check_int("`image_size`", image_size, lo=8, hi=1024, optional=True, error=SearchConfigError)
     data_dir = Path(data_dir).expanduser() if data_dir is not None else None
 
     if name.lower().startswith("imagefolder:"):
@@ -290,8 +288,7 @@ def stratified_indices(labels: np.ndarray | torch.Tensor | Sequence[int], n: int
     one up to rounding.
     """
     labels = np.asarray(labels.cpu() if isinstance(labels, torch.Tensor) else labels)
-    if isinstance(n, bool) or not isinstance(n, int) or not 0 <= n <= len(labels):
-        raise SearchConfigError(f"`n` must be an integer in [0, {len(labels)}], got {n!r}")
+    check_int("`n`", n, lo=0, hi=len(labels), error=SearchConfigError)
     if n == len(labels):
         return np.arange(len(labels))
     _, perms = _class_permutations(labels, seed)
@@ -480,17 +477,12 @@ def _download_fashion_mnist(base: str, dest: Path) -> None:
             continue
         url = f"{base}{stem}.gz"
         _logger.info("Downloading %s", url)
-        part = target.with_suffix(".gz.part")
-        try:
-            with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
-                payload = response.read()
-            digest = hashlib.md5(payload).hexdigest()
-            if digest != md5:
-                raise NASError(f"{url}: MD5 {digest} does not match the official {md5}")
-            part.write_bytes(payload)
-            part.replace(target)
-        finally:
-            part.unlink(missing_ok=True)
+        with urllib.request.urlopen(url, timeout=_DOWNLOAD_TIMEOUT_S) as response:
+            payload = response.read()
+        digest = hashlib.md5(payload).hexdigest()
+        if digest != md5:
+            raise NASError(f"{url}: MD5 {digest} does not match the official {md5}")
+        atomic_write(target, payload)
 
 
 # -- CIFAR (python archives) ----------------------------------------------------------------------------

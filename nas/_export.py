@@ -21,6 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search_space import check_int
+
 from ._errors import ExportError
 from ._record import StudyData, StudyKeys, TrialRecord
 from ._storage import load_existing_study, open_storage, redact_url, resolve_storage_url
@@ -313,8 +315,7 @@ def export_trial(
             folder that is not an earlier export); missing weights; an ONNX file that disagrees with torch.
     """
     _check_args(study=study, force=force, coreml=coreml, weights=weights, measure_runs=measure_runs)
-    if isinstance(trial, bool) or not isinstance(trial, int) or trial < 0:
-        raise ExportError(f"--trial must be a trial number (>= 0), got {trial!r}")
+    check_int("--trial", trial, lo=0, what="a trial number (>= 0)", error=ExportError)
     from search_space import check_model_name
 
     out = Path(out).expanduser().absolute()
@@ -331,8 +332,7 @@ def _check_args(*, study, force, coreml, weights, measure_runs) -> None:
     for key, value in (("force", force), ("coreml", coreml), ("weights", weights)):
         if not isinstance(value, bool):
             raise ExportError(f"{key} must be True or False, got {value!r}")
-    if isinstance(measure_runs, bool) or not isinstance(measure_runs, int) or measure_runs < 1:
-        raise ExportError(f"--runs must be a whole number >= 1, got {measure_runs!r}")
+    check_int("--runs", measure_runs, lo=1, what="a whole number >= 1", error=ExportError)
     if coreml:
         import importlib.util
 
@@ -375,7 +375,7 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
     from latency_lut import backend_versions, measure_onnx_file, predict_latency
     from search_space import Genome, InvalidGenomeError, create_repnas, default_cfg_for, export_onnx
 
-    from ._pricing import latency_label
+    from ._pricing import latency_error, latency_label
 
     rec = TrialRecord.from_trial(best)
     ident = st.user_attrs.get(StudyKeys.CONFIG) or {}
@@ -462,6 +462,7 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
                "samples": clocks.wall.runs, "lut_note": lut_note, "versions": versions, "diff": diff,
                "coreml": coreml_note, "weights_note": weights_note,
                "label": latency_label(device) if device != "?" else "?", "meta": meta,
+               "latency_error": latency_error(device, rec.genome, res) if device != "?" else None,
                "params": sum(p.numel() for p in deployed.parameters()), "dir": str(out)},
     )
     (tmp / "README.md").write_text(_card(result, genome, data), encoding="utf-8")
@@ -488,7 +489,8 @@ def _card(r: ExportResult, genome, data: StudyData) -> str:
     lut = f"{r.ort_cpu_lut_ms:.3f}" if r.ort_cpu_lut_ms is not None else "n/a"
     if r.ort_cpu_lut_ms:
         lut += f" ({r.ort_cpu_lut_ms / r.ort_cpu_measured_ms - 1:+.1%} vs measured)"
-    search_how = r.extra["label"]
+    search_how = r.extra["label"] + (f"; this network {r.extra['latency_error']}" if r.extra.get("latency_error")
+                                     else "")
     sd = f" +- {m['accuracy_sd']:.4f} (sd over {m['seeds']} seeds)" if m.get("accuracy_sd") is not None else ""
     acc_line = (f"{m['metric']}: **{r.accuracy:.4f}**{sd} on the {data.name} validation subset after the "
                 f"search's short proxy training at rung {m.get('rung', 0)}"

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search_space import atomic_path
+
 from ._config import Rung, SearchConfig
 from ._record import BASELINE_PARAM, LATENCY_CONSTRAINT, TrialRecord, clear_inherited, eval_key, set_attrs
 from ._report import is_dominated
@@ -247,6 +249,5 @@ def _save_weights(state_dict: dict, path: Path) -> None:
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"format": "pt"})
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        save_file(tensors, str(tmp), metadata={"format": "pt"})

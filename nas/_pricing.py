@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import functools
+import json
+import logging
 from typing import Any
 
 from ._config import SearchConfig
 
-__all__ = ["check_device", "latency_label", "latency_source", "min_reachable_latency", "space"]
+_logger = logging.getLogger(__name__)
+
+__all__ = ["check_device", "latency_error", "latency_label", "latency_source", "min_reachable_latency", "space"]
 
 
 def latency_label(device: str) -> str:
@@ -14,6 +19,26 @@ def latency_label(device: str) -> str:
     from latency_lut import latency_label as label
 
     return label(device)
+
+
+def latency_error(device: str, genome: dict[str, Any], resolution: int) -> str | None:
+    """How far to trust ``device``'s latency of one genome beyond its label (for a predicted device: the error
+    of the calibration family the network resembles); ``None`` where the label says it all (measured), or
+    where it cannot be said (logged)."""
+    return _latency_error(device, json.dumps(genome, sort_keys=True), int(resolution))
+
+
+@functools.lru_cache(maxsize=256)
+def _latency_error(device: str, genome_json: str, resolution: int) -> str | None:
+    from latency_lut import get_device
+    from search_space import RepNASError, build_model
+
+    try:
+        model = build_model(json.loads(genome_json), num_classes=10).eval()
+        return get_device(device, allow_remote=True).figure_error(model, (3, resolution, resolution))
+    except RepNASError as e:  # the figure keeps its label; only the per-network statement is missing
+        _logger.warning("no per-network latency error for %s at %d px: %s", device, resolution, e)
+        return None
 
 
 def latency_source(device: str) -> str:

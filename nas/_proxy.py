@@ -58,7 +58,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from search_space import STAGE_STRIDES, Genome, InvalidGenomeError, as_genome, build_model, check_resolution
+from search_space import (
+    STAGE_STRIDES,
+    Genome,
+    InvalidGenomeError,
+    as_genome,
+    build_model,
+    check_resolution,
+    is_int,
+    is_number,
+)
 
 from ._data import ProxyData, stratified_indices
 from ._errors import NASError, ProxyTrainingError, SearchConfigError
@@ -86,9 +95,8 @@ def _check_number(
 ) -> None:
     if value is None and optional:
         return
-    kinds = (int,) if integer else (int, float)
     what = "an integer" if integer else "a number"
-    if isinstance(value, bool) or not isinstance(value, kinds) or (not integer and not math.isfinite(value)):
+    if not (is_int(value) if integer else (is_number(value) and math.isfinite(value))):
         raise SearchConfigError(f"`{name}` must be {what}{' or None' if optional else ''}, got {value!r}")
     if lo is not None and (value <= lo if lo_open else value < lo):
         raise SearchConfigError(f"`{name}` must be {'>' if lo_open else '>='} {lo}, got {value!r}")

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from search_space import atomic_path, atomic_write
+
 __all__ = ["Candidate", "Verdict", "baseline_verdict", "claim_run_folder", "check_run_folder", "dominates",
            "is_dominated", "pareto_front", "pooled_seed_sd", "run_folder_name", "write_run_folder"]
 
@@ -111,7 +113,7 @@ def claim_run_folder(out: Path, study: str, study_uid: str | None) -> None:
             raise SearchConfigError(f"run folder {out} was just claimed by study {owner.get('study')!r}; nothing "
                                     "was written: pass another --out") from None
         if study_uid and owner.get("study_uid") is None:
-            _atomic_write(out / OWNER_FILE, json.dumps(doc, indent=2) + "\n")
+            atomic_write(out / OWNER_FILE, json.dumps(doc, indent=2) + "\n")
 
 
 NOISE_Z = 2.0
@@ -140,6 +142,7 @@ class Candidate:
     seeds: int = 1
     fidelity: int | None = None
     rung: int = 0
+    latency_error: str | None = None
 
     @property
     def label(self) -> str:
@@ -168,12 +171,6 @@ def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
     pool = [c for c in cands if c.feasible]
     front = [c for c in pool if not any(dominates(o, c) for o in pool)]
     return sorted(front, key=lambda c: (c.latency_ms, -c.accuracy, c.number))
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], baselines: Sequence[Candidate],
@@ -211,10 +208,9 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
     if ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7, loc="lower right")
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}.png")
-    fig.savefig(tmp)
-    plt.close(fig)
-    os.replace(tmp, path)
+    with atomic_path(path, suffix=".png") as tmp:  # matplotlib takes the format from the name
+        fig.savefig(tmp)
+        plt.close(fig)
 
 
 def _row(c: Candidate, latency_label: str) -> dict[str, Any]:
@@ -223,6 +219,7 @@ def _row(c: Candidate, latency_label: str) -> dict[str, Any]:
         "accuracy_sd": None if c.accuracy_sd is None else round(c.accuracy_sd, 6), "seeds": c.seeds,
         "fidelity": c.fidelity, "rung": c.rung,
         "latency_ms": round(c.latency_ms, 6), "latency_source": c.latency_source, "latency_label": latency_label,
+        "latency_error": c.latency_error,
         "latency_resolution": c.latency_resolution, "params": c.params, "stopped_early": c.stopped_early,
         "weights": c.weights,
     }
@@ -255,13 +252,11 @@ def write_run_folder(
 
     rows = [_row(c, latency_label) for c in front]
     p = out / "pareto.csv"
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    with tmp.open("w", newline="", encoding="utf-8") as fh:
+    with atomic_path(p) as tmp, tmp.open("w", newline="", encoding="utf-8") as fh:
         w = csv.DictWriter(fh, fieldnames=list(_row(front[0], "") if front else ["trial"]) + ["genome"])
         w.writeheader()
         for c, r in zip(front, rows):
             w.writerow({**r, "genome": json.dumps(c.genome, sort_keys=True)})
-    os.replace(tmp, p)
     paths["pareto.csv"] = p
 
     doc = {
@@ -273,12 +268,12 @@ def write_run_folder(
         "baselines": [{**_row(b, latency_label), "genome": b.genome,
                        **({"verdict": verdicts[b.name].kind} if b.name in verdicts else {})} for b in baselines],
     }
-    _atomic_write(out / "pareto.json", json.dumps(doc, indent=2, sort_keys=False) + "\n")
+    atomic_write(out / "pareto.json", json.dumps(doc, indent=2, sort_keys=False) + "\n")
     paths["pareto.json"] = out / "pareto.json"
 
     for c in front:
         g = out / "genomes" / f"trial_{c.number}.json"
-        _atomic_write(g, json.dumps(c.genome, indent=2, sort_keys=True) + "\n")
+        atomic_write(g, json.dumps(c.genome, indent=2, sort_keys=True) + "\n")
         paths[g.name] = g
     for old in (out / "genomes").glob("trial_*.json"):  # trials that have dropped off the front since
         if old.name not in paths:
@@ -288,7 +283,7 @@ def write_run_folder(
     _plot(out / "pareto.png", candidates, front, baselines, metric=metric, latency_label=latency_label, title=title)
     paths["pareto.png"] = out / "pareto.png"
 
-    _atomic_write(out / "report.md", _report_md(front, baselines, verdicts, meta, metric, latency_label))
+    atomic_write(out / "report.md", _report_md(front, baselines, verdicts, meta, metric, latency_label))
     paths["report.md"] = out / "report.md"
     return paths
 
@@ -386,12 +381,12 @@ def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
         lines.append("- failures: " + "; ".join(f"trial {n}: {r}" for n, r in meta["failures"][:10]))
     rung = front[0].rung if front else None
     lines += ["", f"## Pareto front (rung {rung}, the highest reached)" if front else "## Pareto front", "",
-              f"| trial | {metric} (mean +- sd) | seeds | latency (ms) | source | params | architecture |",
-              "| --- | --- | --- | --- | --- | --- | --- |"]
+              f"| trial | {metric} (mean +- sd) | seeds | latency (ms) | source | latency error | params | "
+              "architecture |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for c in front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
         lines.append(f"| {c.number} | {c.shown_accuracy} | {c.seeds} | {c.latency_ms:.3f} | {c.latency_source} | "
-                     f"{params} | {_fmt(c)} |")
+                     f"{c.latency_error or 'as labelled'} | {params} | {_fmt(c)} |")
     if baselines:
         lines += ["", "## Seed baselines (same proxy and rungs)", "",
                   f"| model | {metric} (mean +- sd) | rung | latency (ms) | at | dominated by a candidate at its "

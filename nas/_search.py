@@ -8,6 +8,7 @@ seed spread, and a seed baseline is called dominated only beyond the measured no
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -16,7 +17,7 @@ from typing import Any
 
 from ._config import BASELINE_SUFFIX, RUNGS_SUFFIX, SearchConfig, SearchResult
 from ._errors import SearchConfigError, StudyStorageError
-from ._pricing import check_device, latency_label, min_reachable_latency, space
+from ._pricing import check_device, latency_error, latency_label, min_reachable_latency, space
 from ._record import StudyData, StudyKeys, TrialRecord
 from ._report import (
     Candidate,
@@ -239,11 +240,19 @@ def write_report(config: SearchConfig) -> SearchResult:
         **got.counts,
     }
     front, baselines, candidates, verdicts = got.front(), got.baselines(), got.highest(), got.verdicts()
+    front, baselines = _with_latency_errors(config, front), _with_latency_errors(config, baselines)
     files = write_run_folder(config.out_dir, candidates=candidates, front=front, baselines=baselines,
                              verdicts=verdicts, meta=meta, metric=config.metric, latency_label=label)
     _prune_weights(config, front, got.unfinished)
     return SearchResult(front=front, baselines=baselines, candidates=candidates, files=files,
                         latency_label=label, verdicts=verdicts)
+
+
+def _with_latency_errors(config: SearchConfig, shown: Sequence[Candidate]) -> list[Candidate]:
+    """The candidates shown in the report, each with how far to trust its latency (the error of the
+    calibration family its network resembles, on a predicted device)."""
+    return [dataclasses.replace(c, latency_error=latency_error(config.device, c.genome, c.latency_resolution))
+            for c in shown]
 
 
 def _prune_weights(config: SearchConfig, front: Sequence[Candidate], unfinished: set[int]) -> None:

@@ -3,35 +3,28 @@
 from __future__ import annotations
 
 import logging
-import re
 import warnings
 from pathlib import Path
 
-from latency_lut import redact_url, scrub
+from latency_lut import database_url, first_error_line, not_sqlite_file, redact_url, scrub
 
 from ._errors import SearchConfigError, StudyStorageError
 
-__all__ = ["DEFAULT_STORAGE", "is_sqlite", "load_existing_study", "open_storage", "redact_url", "resolve_storage_url",
-           "scrub"]
+__all__ = ["DEFAULT_STORAGE", "first_error_line", "is_sqlite", "load_existing_study", "open_storage", "redact_url",
+           "resolve_storage_url", "scrub"]
 
 _logger = logging.getLogger(__name__)
 
 DEFAULT_STORAGE = "repnas-search.db"
 """Default storage: a SQLite file in the working directory."""
 
-_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*://")
-
 
 def resolve_storage_url(storage: str | None) -> str:
     """A SQLAlchemy URL for ``storage``: a URL as is, a file path as ``sqlite:///PATH``, None as the default file."""
     if storage is None or storage == "":
         storage = DEFAULT_STORAGE
-    if _SCHEME.match(storage):
-        return storage
-    if "://" in storage or storage.startswith(("postgresql:", "mysql:", "sqlite:")):
-        raise StudyStorageError(f"malformed storage URL {redact_url(storage)!r}: expected e.g. sqlite:///search.db or "
-                                "postgresql://user:pass@host:5432/db")
-    return f"sqlite:///{Path(storage).expanduser().resolve()}"
+    return database_url(storage, lambda safe: StudyStorageError(
+        f"malformed storage URL {safe!r}: expected e.g. sqlite:///search.db or postgresql://user:pass@host:5432/db"))
 
 
 def is_sqlite(url: str) -> bool:
@@ -60,7 +53,7 @@ def open_storage(storage: str | None, *, heartbeat_interval: int | None = 10, gr
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             p = Path(path)
-            if p.is_file() and p.stat().st_size and not p.read_bytes()[:16].startswith(b"SQLite format 3"):
+            if not_sqlite_file(p):
                 raise StudyStorageError(f"{p} exists but is not a SQLite database; pass another --storage "
                                         "(the file was left untouched)")
             if not p.parent.exists():
@@ -79,18 +72,18 @@ def open_storage(storage: str | None, *, heartbeat_interval: int | None = 10, gr
     try:
         return _rdb_storage(url, engine_kwargs, kwargs)
     except sqlalchemy.exc.ArgumentError as e:
-        raise StudyStorageError(f"malformed storage URL {redact_url(url)!r}: {_first_line(e, url)}") from None
+        raise StudyStorageError(f"malformed storage URL {redact_url(url)!r}: {first_error_line(e, url)}") from None
     except sqlalchemy.exc.NoSuchModuleError as e:
         raise StudyStorageError(f"storage URL {redact_url(url)!r}: unknown database dialect "
-                                f"({_first_line(e, url)})") from None
+                                f"({first_error_line(e, url)})") from None
     except ImportError as e:
         raise StudyStorageError(f"storage URL {redact_url(url)!r}: its database driver is not installed "
-                                f"({_first_line(e, url)}; for postgresql:// URLs: pip install "
+                                f"({first_error_line(e, url)}; for postgresql:// URLs: pip install "
                                 "'psycopg[binary]')") from None
     except (sqlalchemy.exc.OperationalError, sqlalchemy.exc.DatabaseError) as e:
-        raise StudyStorageError(f"cannot open storage {redact_url(url)!r}: {_first_line(e, url)}") from None
+        raise StudyStorageError(f"cannot open storage {redact_url(url)!r}: {first_error_line(e, url)}") from None
     except ValueError as e:
-        raise StudyStorageError(f"storage URL {redact_url(url)!r}: {_first_line(e, url)}") from None
+        raise StudyStorageError(f"storage URL {redact_url(url)!r}: {first_error_line(e, url)}") from None
 
 
 def _rdb_storage(url: str, engine_kwargs: dict, kwargs: dict, *, attempts: int = 8):
@@ -138,9 +131,3 @@ def load_existing_study(storage, study_name: str, *, must_exist: bool = False):
         names = sorted(s.study_name for s in optuna.get_all_study_summaries(st, include_best_trial=False))
         raise StudyStorageError(f"no study {study_name!r} in {redact_url(url)} (studies there: "
                                 f"{', '.join(names) if names else 'none'})") from None
-
-
-def _first_line(e: BaseException, *urls: str) -> str:
-    """The first line of a (driver's) error message, with every URL in it and every secret of ``urls`` hidden."""
-    text = str(getattr(e, "orig", None) or e).strip()
-    return scrub(text.splitlines()[0] if text else type(e).__name__, urls)

@@ -26,7 +26,7 @@ from typing import Any
 from ._config import BASELINE_SUFFIX, RUNGS_SUFFIX, SearchConfig
 from ._errors import SearchConfigError, StudyStorageError
 from ._record import BASELINE_PARAM, StudyKeys, TrialRecord
-from ._storage import _first_line, open_storage, redact_url
+from ._storage import first_error_line, open_storage, redact_url
 
 __all__ = ["Handle", "Studies", "open_studies"]
 
@@ -171,7 +171,7 @@ def _create_or_load(config: SearchConfig, storage, name: str):
             return optuna.load_study(study_name=name, storage=storage), False
     except Exception as e:  # noqa: BLE001 - database errors of any driver
         raise StudyStorageError(f"cannot create or load study {name!r} in {redact_url(config.storage_url)}: "
-                                f"{_first_line(e, config.storage_url)}") from None
+                                f"{first_error_line(e, config.storage_url)}") from None
 
 
 def _bind_identity(config: SearchConfig, study, created: bool, study_id: int) -> str:

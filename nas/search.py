@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from ._config import SearchConfig
     from ._search import run_search, write_report
-    from ._storage import _first_line, scrub
+    from ._storage import first_error_line, scrub
 
     secrets = [u for u in (args.storage, args.lut_db) if u]  # never echoed back, whatever the message
 
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
         if not isinstance(e, sqlalchemy.exc.SQLAlchemyError):
             raise
-        print(f"error: storage: {_first_line(e, *secrets)}; completed trials are kept, rerun to resume",
+        print(f"error: storage: {first_error_line(e, *secrets)}; completed trials are kept, rerun to resume",
               file=sys.stderr)
         return 2
     except KeyboardInterrupt:
@@ -151,8 +151,9 @@ def _print_table(config, result) -> None:
           "params")
     for c in result.front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
+        error = f"  latency {c.latency_error}" if c.latency_error else ""
         print(f"{c.number:>6} {c.shown_accuracy:>33} {c.seeds:>5} {c.latency_ms:>11.3f}  {c.latency_source:9} "
-              f"{params}")
+              f"{params}{error}")
     if result.baselines:
         print("seed baselines (same proxy and rungs, each compared with the candidates at its highest rung):")
         for b in result.baselines:

@@ -95,25 +95,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_write:
         update_section("bench_lut_ortcpu", "\n".join(lines))
     if not args.skip_iphone12:
-        from latency_lut import calibration_summary
+        from latency_lut import load_iphone12_cost_model
+        from scripts.calibrate_iphone12 import benchmark_section
 
-        s = calibration_summary("iphone12")
-        t = [f"## iphone12 cost model: {s.get('lofo_kind', 'plain')} leave-one-family-out (PREDICTED device)", "",
-             "Command: `python scripts/bench_lut.py` (table read from the shipped calibration; "
-             "`python -m latency_lut calibrate` refits it)  ",
-             f"Calibration data: `latency_lut/data/iphone12_published_latency.csv`. Machine for feature extraction: "
-             f"{machine()}", "",
-             "| family left out | models | MAPE | Spearman |", "| --- | --- | --- | --- |"]
-        for row in s["families"]:
-            sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
-            t.append(f"| {row['family']} | {row['n_models']} | {row['mape_pct']:.1f}% | {sp} |")
-        mape = s["lofo_mean_mape_pct"]
-        t += ["", f"Mean over families: MAPE {mape:.1f}%, max {s['lofo_max_mape_pct']:.1f}%, Spearman "
-              f"{s['lofo_mean_spearman']:.2f} (goal: MAPE <= 15% on families left out: "
-              f"{'met' if mape <= 15 else 'NOT met'}). In-sample MAPE {s['in_sample_mape_pct']:.1f}%."]
-        print("\n".join(t))
+        section = benchmark_section(dict(load_iphone12_cost_model().provenance))
+        print(section)
         if not args.no_write:
-            update_section("bench_lut_iphone12", "\n".join(t))
+            update_section("bench_lut_iphone12", section)
     return 0
 
 

@@ -36,6 +36,13 @@ from ._units import build_unit as build_unit
 from ._units import space_unit_signatures as space_unit_signatures
 from ._units import unit_signatures as unit_signatures
 from ._units import units_of as units_of
+from ._util import EXPECTED as EXPECTED
+from ._util import MUST_BE as MUST_BE
+from ._util import atomic_path as atomic_path
+from ._util import atomic_write as atomic_write
+from ._util import check_int as check_int
+from ._util import is_int as is_int
+from ._util import is_number as is_number
 from ._zoo import ZOO_REFERENCES as ZOO_REFERENCES
 from ._zoo import zoo as zoo
 
@@ -43,8 +50,10 @@ __version__ = "0.1.0"
 
 __all__ = [
     "DOWNSAMPLES",
+    "EXPECTED",
     "HEADS",
     "MIXERS",
+    "MUST_BE",
     "OPSET",
     "STAGE_STRIDES",
     "STEMS",
@@ -59,14 +68,19 @@ __all__ = [
     "UNIT_TYPES",
     "ZOO_REFERENCES",
     "as_genome",
+    "atomic_path",
+    "atomic_write",
     "build_model",
     "build_unit",
+    "check_int",
     "check_resolution",
     "check_model_name",
     "create_model_from_dir",
     "create_repnas",
     "default_cfg_for",
     "export_onnx",
+    "is_int",
+    "is_number",
     "onnx_forward",
     "onnx_session",
     "register_dir",

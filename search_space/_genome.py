@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ._errors import InvalidGenomeError
+from ._util import EXPECTED, check_int, is_int
 
 __all__ = [
     "DOWNSAMPLES",
@@ -59,7 +60,7 @@ def _fail(field: str, msg: str) -> InvalidGenomeError:
 
 
 def _check_int(field: str, value: Any, lo: int, hi: int, multiple: int = 1) -> None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    if not is_int(value):
         raise _fail(field, f"expected an integer, got {value!r}")
     if not lo <= value <= hi:
         raise _fail(field, f"{value} is out of range [{lo}, {hi}]")
@@ -242,8 +243,7 @@ class Genome:
 
 def check_resolution(genome: Genome, resolution: int, field: str = "resolution") -> None:
     """Reject a resolution at which a MobileViT stage's feature map does not divide by its patch size."""
-    if isinstance(resolution, bool) or not isinstance(resolution, int) or resolution <= 0:
-        raise _fail(field, f"expected a positive integer, got {resolution!r}")
+    check_int(field, resolution, lo=1, error=InvalidGenomeError, message=EXPECTED)
     for i, st in enumerate(genome.stages):
         if st.mixer != "mobilevit":
             continue

@@ -24,6 +24,7 @@ from ._blocks import (
 )
 from ._errors import InvalidGenomeError, ModelArgumentError
 from ._genome import STAGE_STRIDES, Genome
+from ._util import EXPECTED, check_int, is_int, is_number
 
 __all__ = ["RepNASNet", "build_model", "default_cfg_for", "reparameterize", "structural_cfg"]
 
@@ -96,12 +97,12 @@ def check_feature_indices(indices: Any, num_levels: int = len(STAGE_STRIDES), *,
     levels = f"the model has {num_levels} feature levels (strides {', '.join(map(str, STAGE_STRIDES[:num_levels]))})"
     if indices is None:
         return list(range(num_levels))
-    if isinstance(indices, int) and not isinstance(indices, bool):
+    if is_int(indices):
         if not 0 < indices <= num_levels:
             raise ModelArgumentError(f"{name}: last-n {indices} is out of range (1 to {num_levels}); {levels}")
         return list(range(num_levels - indices, num_levels))
     if (not isinstance(indices, (list, tuple)) or not indices
-            or any(isinstance(i, bool) or not isinstance(i, int) for i in indices)):
+            or not all(is_int(i) for i in indices)):
         raise ModelArgumentError(f"{name}: expected an int (the last n levels) or a non-empty sequence of level "
                                  f"indices, got {indices!r}")
     out = []
@@ -117,7 +118,7 @@ def check_feature_indices(indices: Any, num_levels: int = len(STAGE_STRIDES), *,
 
 
 def _check_rate(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value < 1.0:
+    if not is_number(value) or not 0.0 <= value < 1.0:
         raise ModelArgumentError(f"{name}: expected a number in [0, 1), got {value!r}")
     return float(value)
 
@@ -151,10 +152,8 @@ class RepNASNet(nn.Module):
             drop_path_rate: float = 0.0,
     ) -> None:
         super().__init__()
-        for name, value, lo in (("num_classes", num_classes, 0), ("in_chans", in_chans, 1)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-                raise ModelArgumentError(f"{name}: expected a {'non-negative' if lo == 0 else 'positive'} "
-                                         f"integer, got {value!r}")
+        check_int("num_classes", num_classes, lo=0, error=ModelArgumentError, message=EXPECTED)
+        check_int("in_chans", in_chans, lo=1, error=ModelArgumentError, message=EXPECTED)
         check_global_pool(global_pool)
         drop_rate = _check_rate("drop_rate", drop_rate)
         drop_path_rate = _check_rate("drop_path_rate", drop_path_rate)
@@ -236,8 +235,7 @@ class RepNASNet(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
         """A new classifier for ``num_classes`` (0: none) and, unless None, new pooling (``''``: none)."""
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 0:
-            raise ModelArgumentError(f"num_classes: expected a non-negative integer, got {num_classes!r}")
+        check_int("num_classes", num_classes, lo=0, error=ModelArgumentError, message=EXPECTED)
         if global_pool is not None:
             check_global_pool(global_pool)
         # the model's device and dtype: a head without a classifier has no parameters of its own to take them from

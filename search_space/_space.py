@@ -31,6 +31,7 @@ from ._genome import (
     Genome,
     StageGenome,
 )
+from ._util import is_int
 
 if TYPE_CHECKING:
     import optuna
@@ -96,7 +97,7 @@ class SearchSpace:
         self.heads = self._subset("heads", heads, HEADS)
         self.patch_sizes = self._subset("patch_sizes", patch_sizes, PATCH_SIZES)
         mixers = self._subset("mixers", mixers, MIXERS)
-        if not isinstance(resolution, int) or isinstance(resolution, bool) or resolution % STAGE_STRIDES[-1]:
+        if not is_int(resolution) or resolution % STAGE_STRIDES[-1]:
             raise InvalidGenomeError(f"resolution: expected a multiple of {STAGE_STRIDES[-1]}, got {resolution!r}")
         self.resolution = resolution
         self.stages: list[_Choices] = []

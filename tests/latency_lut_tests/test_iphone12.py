@@ -13,20 +13,23 @@ from torch import nn
 
 import latency_lut
 import search_space
-from latency_lut._costmodel import (
-    FORMAT_VERSION,
+from latency_lut._calibration import (
     CalibrationRow,
     Candidate,
-    CostModel,
-    CostModelError,
     evaluate,
-    feature_value,
-    fit,
     leave_one_family_out,
     nested_leave_one_family_out,
     select_candidate,
 )
-from latency_lut._features import OP_CLASSES, QUANTITIES, SPILL_THRESHOLDS, classify_node, graph_features
+from latency_lut._costmodel import FORMAT_VERSION, CostModel, CostModelError, feature_value, fit
+from latency_lut._features import (
+    BLOCK_FEATURES,
+    OP_CLASSES,
+    QUANTITIES,
+    SPILL_THRESHOLDS,
+    classify_node,
+    graph_features,
+)
 from latency_lut._iphone12 import (
     CANDIDATES,
     MAC_FLOOR_MS,
@@ -84,7 +87,8 @@ class TestGraphFeatures:
         a = graph_features(m, (3, 16, 16))
         b = graph_features(m, (3, 16, 16))
         assert a == b
-        assert list(a) == [f"{c}.{q}" for c in OP_CLASSES for q in QUANTITIES] + [f"total.{q}" for q in QUANTITIES]
+        assert list(a) == ([f"{c}.{q}" for c in OP_CLASSES for q in QUANTITIES] + [f"total.{q}" for q in QUANTITIES]
+                           + list(BLOCK_FEATURES))
         assert m.training and isinstance(m[1], nn.BatchNorm2d)
         assert all(torch.equal(before[k], v) for k, v in m.state_dict().items())
 
@@ -403,3 +407,9 @@ def test_family_of():
     assert family_of("MobileNetV2 (x1.0)", "mobilenetv2_100") == "MobileNetV2"
     assert family_of("RepViT-M1 (v1 naming, arXiv v1)", "repvit_m1") == "RepViT"
     assert family_of("Foo-Bar", "foo_bar") == "Foo"
+    assert family_of("EfficientFormerV2-S1", "efficientformerv2_s1") == "EfficientFormerV2"
+    assert family_of("EfficientFormer-L1", "efficientformer_l1") == "EfficientFormer"
+    assert family_of("MobileViTv2-1.0", "mobilevitv2_100") == "MobileViTv2"
+    assert family_of("MobileViT-XS", "mobilevit_xs") == "MobileViT"
+    assert family_of("Next-ViT-S @384", "nextvit_small") == "Next-ViT"
+    assert family_of("MobileNetV3-Large (backbone @512)", "mobilenetv3_large_100") == "MobileNetV3"

@@ -121,7 +121,7 @@ def test_labels_and_source_words_of_measured_remote_and_iphone12():
     assert latency_label("ort-cpu") == "measured on ort-cpu (sum of measured per-block LUT medians)"
     assert latency_label("my-pi") == "measured on remote device my-pi (imported per-block LUT)"
     assert latency_label("iphone12").startswith(
-        "PREDICTED for iphone12 by a cost model, not measured (leave-one-family-out MAPE ")
+        "PREDICTED for iphone12 by a cost model, not measured (leave-one-family-out median error ")
     assert [source_word(d) for d in ("ort-cpu", "iphone12", "my-pi")] == ["measured", "predicted", "imported"]
     for name in ("ort-cpu", "iphone12", "my-pi"):
         src = get_device(name, allow_remote=True)

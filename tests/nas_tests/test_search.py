@@ -54,12 +54,18 @@ def test_zero_cost_search_writes_the_run_folder_with_baselines(tmp_path, lut_db,
     from search_space import Genome, zoo
 
     assert {b["name"] for b in doc["baselines"]} == set(zoo)
+    # every shown figure says how far to trust it: the calibration family its network resembles, or the worst case
+    errors = {b["name"]: b["latency_error"] for b in doc["baselines"]}
+    assert errors["repvit_m0_9"].startswith("like RepViT:") and errors["fastvit_t8"].startswith("like FastViT:")
+    assert all(r["latency_error"] and ("like " in r["latency_error"] or "resembles no" in r["latency_error"])
+               for r in doc["pareto"])
     for r in doc["pareto"]:
         g = Genome.from_json((run / "genomes" / f"trial_{r['trial']}.json").read_text())
         assert g.to_dict() == Genome.from_dict(r["genome"]).to_dict()
     assert (run / "pareto.png").read_bytes()[:4] == b"\x89PNG"
     report = (run / "report.md").read_text()
     assert "Pareto front" in report and "Seed baselines" in report and "PREDICTED" in report
+    assert "latency error" in report and "% median error" in report
     trials = _trials(str(tmp_path / "s.db"))
     assert sum(t.state == S.COMPLETE for t in trials) == 6
     # resume: same command, more trials -> the first six are kept as they were, none duplicated
