@@ -402,10 +402,16 @@ class CostModelSource(LatencySource):
         s = self._summary_or_none()
         if s is None:
             return ["not calibrated in this installation: predictions for it are unavailable"]
-        lines = [f"PREDICTED, not measured. Calibration error, {s.get('lofo_kind', 'plain')} leave-one-family-out "
-                 f"(fit without a family, predict it): mean MAPE {s['lofo_mean_mape_pct']:.1f}%, max "
-                 f"{s['lofo_max_mape_pct']:.1f}%, mean Spearman {s['lofo_mean_spearman']:.2f} over "
-                 f"{len(s['families'])} families"]
+        kind = s.get("lofo_kind", "plain")
+        if s.get("lofo_overall_median_ape_pct") is not None:
+            head = (f"median error {s['lofo_overall_median_ape_pct']:.1f}% over all architectures (Spearman "
+                    f"{s['lofo_overall_spearman']:.3f}), worst validated family {s['lofo_worst_median_ape_pct']:.1f}%; "
+                    f"mean MAPE {s['lofo_mean_mape_pct']:.1f}% over {len(s['families'])} families")
+        else:
+            head = (f"mean MAPE {s['lofo_mean_mape_pct']:.1f}%, max {s['lofo_max_mape_pct']:.1f}%, mean Spearman "
+                    f"{s['lofo_mean_spearman']:.2f} over {len(s['families'])} families")
+        lines = [f"PREDICTED, not measured. Calibration error, {kind} leave-one-family-out (fit without a family, "
+                 f"predict it): {head}"]
         for row in s["families"]:
             sp = "n/a" if row.get("spearman") is None else f"{row['spearman']:.2f}"
             med = "" if row.get("median_ape_pct") is None else (f"median {row['median_ape_pct']:5.1f}%  bias "
