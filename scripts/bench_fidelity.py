@@ -21,7 +21,9 @@ search scores) and the zero-cost scores. ``--max-minutes`` stops cleanly after t
 ``report`` reads both files (partial results too), writes the ``bench_fidelity`` section of BENCHMARKS.md and
 ``benchmarks/fidelity/tau_vs_cost.png``: the reference's noise ceiling, and per proxy and score the Kendall tau
 against the reference mean with a bootstrap 90% interval, tau within predicted-latency terciles, partial tau
-given MACs, top-5 recall and seconds per candidate.
+given MACs, top-5 recall and seconds per candidate; then the default proxy this table supports: the
+cheapest trained variant whose tau is within noise of the best (a paired bootstrap over genomes and reference
+seeds), with the reason.
 
 Bad input (an unknown recipe or genome name, a panel file that does not parse) stops with one ``error:`` line and
 exit code 2. A malformed results line is reported, skipped and left as it is (the file is only ever appended to);
@@ -125,25 +127,32 @@ class Recipe:
         return self.proxy.epochs * (self.proxy.train_size // self.proxy.batch_size)
 
 
-#: The proxies are the search's ``ProxyConfig`` with a few fields changed; 64 px with ``min_stage_map=2`` lets
-#: every stage of a stride-32 network see a 2x2 map, and the 0.5 width keeps its cost near the 32 px default.
-_R64W050 = dict(resolution=64, min_stage_map=2, width_multiplier=0.5)
+#: The proxy recipe every variant starts from: the search's ``ProxyConfig()`` when the panel was first trained,
+#: spelled out so that a later change of the search's defaults never changes (and so never orphans) a recipe.
+_BASE = dict(epochs=1, resolution=32, batch_size=64, lr=3e-3, weight_decay=0.05, warmup_fraction=0.1,
+             train_size=4000, val_size=2000, label_smoothing=0.1, bn_recalibration=512, grad_clip=5.0,
+             hopeless_after=0.25, hopeless_margin=0.05, hopeless_min_steps=16, check_size=500, diverge_factor=10.0,
+             diverge_patience=5, max_seconds=None, width_multiplier=1.0, min_stage_map=None)
+#: 64 px with ``min_stage_map=2`` lets every stage of a stride-32 network see a 2x2 map, and the 0.5 width keeps
+#: its cost near the 32 px recipe.
+_R64W050 = dict(_BASE, resolution=64, min_stage_map=2, width_multiplier=0.5)
 
 RECIPES: dict[str, Recipe] = {r.name: r for r in (
     Recipe("naswot", "zero-cost", "NASWOT (zero-cost), 64 images at 32 px", method="naswot"),
     Recipe("synflow", "zero-cost", "synflow (zero-cost), 32 px", method="synflow"),
-    Recipe("default", "train", "today's ProxyConfig(): 32 px, 4,000 images x 1 epoch (62 steps)",
-           proxy=ProxyConfig()),
+    Recipe("default", "train", "the search's first proxy: 32 px, 4,000 images x 1 epoch (62 steps)",
+           proxy=ProxyConfig(**_BASE)),
     Recipe("r64w050", "train", "64 px (every stage >= 2x2), width x0.5, 4,000 images x 1 epoch (62 steps)",
            proxy=ProxyConfig(**_R64W050)),
     Recipe("more-images", "train", "as r64w050 with 8,000 images x 1 epoch (125 steps)",
-           proxy=ProxyConfig(**_R64W050, train_size=8000)),
+           proxy=ProxyConfig(**{**_R64W050, "train_size": 8000})),
     Recipe("more-epochs", "train", "as r64w050 with 4,000 images x 2 epochs (124 steps: more-images' budget)",
-           proxy=ProxyConfig(**_R64W050, epochs=2)),
+           proxy=ProxyConfig(**{**_R64W050, "epochs": 2})),
     Recipe("reference", "train",
            "64 px (every stage of every panel genome >= 2x2), full width, 8,000 images x 3 epochs (375 steps), "
            "warm-up + cosine, scored on the official test set (10,000 images)",
-           proxy=ProxyConfig(epochs=3, train_size=8000, min_stage_map=2, resolution=64, hopeless_after=None),
+           proxy=ProxyConfig(**{**_BASE, "epochs": 3, "train_size": 8000, "min_stage_map": 2, "resolution": 64,
+                                 "hopeless_after": None}),
            score_split="test"),
 )}
 REFERENCE = "reference"
@@ -468,26 +477,59 @@ def kendall(x: Sequence[float], y: Sequence[float]) -> float:
     return float(kendalltau(x, y).statistic)
 
 
+def _taus(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Kendall tau-b of every row pair of ``x`` and ``y`` (shape ``(resamples, genomes)``), NaN where undefined.
+
+    From the pairwise sign matrices (``sum(sx * sy) / sqrt(sum(sx^2) * sum(sy^2))``), which is what
+    ``scipy.stats.kendalltau`` computes, ties and repeated genomes included.
+    """
+    sx, sy = np.sign(x[:, :, None] - x[:, None, :]), np.sign(y[:, :, None] - y[:, None, :])
+    den = np.sqrt((sx * sx).sum(axis=(1, 2)) * (sy * sy).sum(axis=(1, 2)))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, (sx * sy).sum(axis=(1, 2)) / den, np.nan)
+
+
+def _percentiles(values: np.ndarray, level: float) -> tuple[float, float]:
+    values = values[~np.isnan(values)]
+    if not len(values):
+        return float("nan"), float("nan")
+    lo, hi = np.percentile(values, [50 * (1 - level), 50 * (1 + level)])
+    return float(lo), float(hi)
+
+
 def bootstrap_interval(x: Sequence[float], y: Sequence[float], *, n: int = BOOTSTRAP, level: float = 0.9,
                        seed: int = 0) -> tuple[float, float]:
-    """Percentile interval of Kendall tau over ``n`` resamples of the genomes (with replacement).
-
-    Each resample's tau-b comes from the pairwise sign matrices (``sum(sx * sy) / sqrt(sum(sx^2) * sum(sy^2))``,
-    which is what ``scipy.stats.kendalltau`` computes, ties and repeated genomes included), all at once.
-    """
+    """Percentile interval of Kendall tau over ``n`` resamples of the genomes (with replacement)."""
     x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     if len(x) < 3:
         return float("nan"), float("nan")
-    sx, sy = np.sign(x[:, None] - x[None, :]), np.sign(y[:, None] - y[None, :])
     idx = np.random.default_rng(seed).integers(0, len(x), (n, len(x)))
-    rows, cols = idx[:, :, None], idx[:, None, :]
-    bx, by = sx[rows, cols], sy[rows, cols]
-    den = np.sqrt((bx * bx).sum(axis=(1, 2)) * (by * by).sum(axis=(1, 2)))
-    taus = (bx * by).sum(axis=(1, 2))[den > 0] / den[den > 0]
-    if not len(taus):
+    return _percentiles(_taus(x[idx], y[idx]), level)
+
+
+def tau_difference_interval(a: Sequence[float], b: Sequence[float], ref_seeds: Sequence[Sequence[float]], *,
+                            n: int = BOOTSTRAP, level: float = 0.9, seed: int = 0) -> tuple[float, float]:
+    """Percentile interval of ``tau(a, ref) - tau(b, ref)``: how far apart two scores' rankings are, beyond noise.
+
+    Each resample draws the genomes with replacement (the panel's sampling noise) and, for each drawn genome, its
+    reference seeds with replacement (the reference's own noise); ``ref`` is the mean of the drawn seeds. ``a``
+    and ``b`` are scored on the same resample (a paired comparison).
+    """
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    g = len(a)
+    if g < 3:
         return float("nan"), float("nan")
-    lo, hi = np.percentile(taus, [50 * (1 - level), 50 * (1 + level)])
-    return float(lo), float(hi)
+    k = np.array([len(s) for s in ref_seeds])
+    values = np.full((g, int(k.max())), np.nan)
+    for i, s in enumerate(ref_seeds):
+        values[i, :len(s)] = s
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, g, (n, g))
+    kk = k[idx][..., None]
+    picks = np.floor(rng.random((n, g, values.shape[1])) * kk).astype(int)
+    drawn = values[idx[..., None], picks]
+    ref = np.where(np.arange(values.shape[1]) < kk, drawn, 0.0).sum(axis=-1) / kk[..., 0]
+    return _percentiles(_taus(a[idx], ref) - _taus(b[idx], ref), level)
 
 
 def partial_kendall(x: Sequence[float], y: Sequence[float], z: Sequence[float]) -> float:
@@ -560,14 +602,43 @@ def _seed_stats(values: dict[str, dict[int, float]]) -> dict[str, Any]:
             "interval": bootstrap_interval(x, y), "n": len(both)}
 
 
-def _row(label: str, recipe: str, seeds: str, scores: dict[str, float], ref: dict[str, float],
+def _row(label: str, recipe: str, field: str, seeds: str, scores: dict[str, float], ref: dict[str, float],
          panel: dict[str, PanelGenome], seconds: float) -> dict[str, Any]:
     names = sorted(set(scores) & set(ref))
     x, y = [scores[n] for n in names], [ref[n] for n in names]
     lat, macs = [panel[n].latency_ms for n in names], [panel[n].macs for n in names]
-    return {"label": label, "recipe": recipe, "seeds": seeds, "n": len(names), "tau": kendall(x, y),
-            "interval": bootstrap_interval(x, y), "tercile": tercile_kendall(x, y, lat),
-            "partial": partial_kendall(x, y, macs), "recall": top_k_recall(x, y), "seconds": seconds}
+    return {"label": label, "recipe": recipe, "field": field, "seeds": seeds, "n": len(names),
+            "tau": kendall(x, y), "interval": bootstrap_interval(x, y), "tercile": tercile_kendall(x, y, lat),
+            "partial": partial_kendall(x, y, macs), "recall": top_k_recall(x, y), "seconds": seconds,
+            "scores": {n: scores[n] for n in names}}
+
+
+def choose_default(rows: list[dict], ref_values: dict[str, dict[int, float]], ref: dict[str, float]) -> dict | None:
+    """The default proxy from the table: the cheapest trained variant ranking within noise of the best one.
+
+    Candidates are the accuracy rows of trained recipes (the search ranks candidates by accuracy) scored on
+    every genome of the reference mean. "Within noise": the 90% interval of ``tau(best) - tau(row)``
+    (:func:`tau_difference_interval`, resampling genomes and reference seeds) reaches 0. Also returned: the best
+    row of any score (loss scores included) and whether it beats the choice beyond that noise.
+    """
+    names = sorted(ref)
+    full = [r for r in rows if r["n"] == len(names) and r["n"] >= MIN_GENOMES and not math.isnan(r["tau"])]
+    candidates = [r for r in full if r["field"] == "accuracy" and RECIPES[r["recipe"]].kind == "train"]
+    if not candidates:
+        return None
+    seeds = [list(ref_values[n].values()) for n in names]
+
+    def gap(better: dict, other: dict) -> tuple[float, float]:
+        return tau_difference_interval([better["scores"][n] for n in names], [other["scores"][n] for n in names],
+                                       seeds)
+
+    best = max(candidates, key=lambda r: r["tau"])
+    verdicts = [(r, gap(best, r)) for r in candidates if r is not best]
+    within = [best] + [r for r, (lo, _) in verdicts if lo <= 0]
+    chosen = min(within, key=lambda r: (r["seconds"], -r["tau"]))
+    top = max(full, key=lambda r: r["tau"])
+    return {"best": best, "chosen": chosen, "verdicts": verdicts, "within": within, "top": top,
+            "top_gap": gap(top, chosen) if top is not chosen else (0.0, 0.0)}
 
 
 def analyse(panel: list[PanelGenome], records: list[dict], *, min_ref_seeds: int = 2) -> dict[str, Any]:
@@ -597,16 +668,18 @@ def analyse(panel: list[PanelGenome], records: list[dict], *, min_ref_seeds: int
             single = {g: sign * s[0] for g, s in values.items() if 0 in s}
             pair = {g: sign * (s[0] + s[1]) / 2 for g, s in values.items() if 0 in s and 1 in s}
             name = f"{recipe.name} {label}" if recipe.kind == "train" else recipe.name
-            out["rows"].append(_row(name, recipe.name, "seed 0", single, ref, by_name, cost["median"]))
+            out["rows"].append(_row(name, recipe.name, field, "seed 0", single, ref, by_name, cost["median"]))
             if pair:
-                out["rows"].append(_row(name, recipe.name, "2 seeds", pair, ref, by_name, 2 * cost["median"]))
+                out["rows"].append(_row(name, recipe.name, field, "2 seeds", pair, ref, by_name,
+                                        2 * cost["median"]))
     for field in ("params", "macs"):
         scores = {g.name: float(getattr(g, field)) for g in panel}
         seconds = float(np.median([g.size_seconds for g in panel]))
-        out["rows"].append(_row("parameter count" if field == "params" else "MACs", field, "-", scores, ref,
-                                by_name, seconds))
+        out["rows"].append(_row("parameter count" if field == "params" else "MACs", field, field, "-", scores,
+                                ref, by_name, seconds))
     ceiling = out["ceiling"]["tau"]
     out["goal"] = min(0.6, 0.8 * ceiling) if not math.isnan(ceiling) else 0.6
+    out["choice"] = choose_default(out["rows"], ref_values, ref)
     return out
 
 
@@ -699,6 +772,7 @@ def render(analysis: dict[str, Any], panel: list[PanelGenome], records: list[dic
                      f"{'met' if met else '-'} |")
     if plot_link:
         lines += ["", f"![Kendall tau against seconds per candidate]({plot_link})"]
+    lines += ["", *_choice_lines(a)]
     if a["failures"]:
         lines += ["", "Failed runs (excluded): " + ", ".join(f"{r}/{g} ({why})" for r, g, why in a["failures"])]
     if ignored:
@@ -720,6 +794,41 @@ def _results_machine(records: list[dict]) -> str:
     ranked = sorted(counts.items(), key=lambda kv: -kv[1])
     others = "".join(f"; {n} run(s) on {m}" for m, n in ranked[1:])
     return f"{ranked[0][0]}{others}"
+
+
+def _name(row: dict) -> str:
+    return f"{row['label']} ({row['seeds']})"
+
+
+def _choice_lines(a: dict[str, Any]) -> list[str]:
+    """The "default proxy" subsection: which variant the table picks, and why."""
+    c = a["choice"]
+    lines = ["### Default proxy chosen from this table", ""]
+    if c is None:
+        return lines + [f"No trained variant has accuracy on all {len(a['ref'])} reference genomes yet "
+                        f"(at least {MIN_GENOMES} needed): no choice."]
+    best, chosen = c["best"], c["chosen"]
+    noise = ("the 90% interval of tau(best) - tau(variant), resampling the genomes and each genome's reference "
+             "seeds, reaches 0")
+    lines.append(f"Rule: the cheapest trained variant (accuracy score, as the search ranks) whose Kendall tau is "
+                 f"within noise of the best one ({noise}). Best: **{_name(best)}**, tau {_f(best['tau'])}.")
+    if c["verdicts"]:
+        lines.append("")
+    for row, (lo, hi) in sorted(c["verdicts"], key=lambda v: v[0]["seconds"]):
+        verdict = "within noise" if lo <= 0 else "worse beyond noise"
+        lines.append(f"- {_name(row)}: tau {_f(row['tau'])}, {_seconds(row['seconds'])} s; best minus it "
+                     f"[{_f(lo)}, {_f(hi)}]: {verdict}.")
+    goal_met = chosen["tau"] >= a["goal"] and chosen["seconds"] <= GOAL_SECONDS
+    lines += ["", f"**Chosen: {_name(chosen)}**, tau {_interval(chosen)} at {_seconds(chosen['seconds'])} s per "
+              f"candidate: the cheapest of {len(c['within'])} variant(s) within noise of the best. Goal (tau >= "
+              f"{_f(a['goal'])} at <= {GOAL_SECONDS:.0f} s): {'met' if goal_met else '**not met**'}."]
+    top = c["top"]
+    if top is not chosen and top["field"] != "accuracy":
+        lo, hi = c["top_gap"]
+        lines.append(f"The best score of the whole table is {_name(top)} (tau {_f(top['tau'])}); it minus the "
+                     f"chosen accuracy [{_f(lo)}, {_f(hi)}]: "
+                     f"{'better beyond noise' if lo > 0 else 'not better beyond noise'}.")
+    return lines
 
 
 def _genome_table(panel: list[PanelGenome], records: list[dict]) -> list[str]:

@@ -242,6 +242,48 @@ def test_bootstrap_interval_brackets_tau() -> None:
     assert fast == pytest.approx(kendalltau(xr, yr).statistic)
 
 
+def test_tau_difference_interval_is_paired_and_carries_the_reference_noise() -> None:
+    rng = np.random.default_rng(2)
+    truth = np.arange(16.0)
+    exact = [[t, t] for t in truth]
+    noisy = truth + rng.normal(0, 4, 16)
+    assert bf.tau_difference_interval(noisy, noisy, exact, n=300) == (0.0, 0.0)  # same score: no difference
+    lo, hi = bf.tau_difference_interval(truth, truth[::-1], exact, n=300)
+    assert lo == hi == pytest.approx(2.0)  # tau 1 minus tau -1 on every resample
+    lo, hi = bf.tau_difference_interval(truth, noisy, exact, n=300)
+    assert 0 < lo < 1 - bf.kendall(noisy, truth) < hi
+    # reference seeds that disagree widen the interval of the same two scores
+    wobbly = [[t + 3, t - 3] for t in truth]
+    lo2, hi2 = bf.tau_difference_interval(truth, noisy, wobbly, n=300)
+    assert hi2 - lo2 > hi - lo
+    assert all(math.isnan(v) for v in bf.tau_difference_interval([1, 2], [2, 1], [[1], [2]]))
+
+
+def test_choose_default_takes_the_cheapest_variant_within_noise_of_the_best(monkeypatch: pytest.MonkeyPatch) -> None:
+    recipes = {n: bf.Recipe(n, "train", n, proxy=TINY_PROXY) for n in ("cheap", "mid", "dear")}
+    monkeypatch.setattr(bf, "RECIPES", {**TINY_RECIPES, **recipes})
+    rng = np.random.default_rng(3)
+    names = [f"g{i}" for i in range(14)]
+    truth = np.arange(14.0)
+    panel = {n: bf.PanelGenome(name=n, genome=None, key=n, source="random", latency_ms=1.0 + i, params=i + 1,
+                               macs=float((5 * i) % 14), size_seconds=0.0) for i, n in enumerate(names)}
+    ref_values = {n: {0: t + d, 1: t - d} for n, t, d in zip(names, truth, rng.normal(0, 1.0, 14))}
+    ref = {n: t for n, t in zip(names, truth)}  # the seed mean
+    scored = {"cheap": (truth[::-1] + rng.normal(0, 1, 14), 10.0), "mid": (truth + rng.normal(0, 0.5, 14), 20.0),
+              "dear": (truth, 40.0)}
+    rows = [bf._row(f"{r} accuracy", r, "accuracy", "seed 0", dict(zip(names, v)), ref, panel, sec)
+            for r, (v, sec) in scored.items()]
+    rows.append(bf._row("mid val loss", "mid", "loss", "seed 0", dict(zip(names, truth)), ref, panel, 20.0))
+    rows.append(bf._row("partial", "cheap", "accuracy", "2 seeds", {n: 1.0 * i for i, n in enumerate(names[:9])}, ref,
+                        panel, 5.0))  # not on every genome: never a candidate
+    c = bf.choose_default(rows, ref_values, ref)
+    assert c["best"]["recipe"] == "dear" and c["chosen"]["recipe"] == "mid"
+    verdicts = {r["recipe"]: lo for r, (lo, _) in c["verdicts"]}
+    assert verdicts["cheap"] > 0 >= verdicts["mid"] and set(verdicts) == {"cheap", "mid"}
+    assert c["top"]["tau"] == 1.0  # ties with "dear": the first of the table wins
+    assert bf.choose_default([r for r in rows if r["field"] != "accuracy"], ref_values, ref) is None
+
+
 def _fake_records() -> tuple[list[bf.PanelGenome], list[dict]]:
     rng = np.random.default_rng(0)
     panel = [bf.PanelGenome(name=f"g{i}", genome=None, key=f"k{i}", source="random", latency_ms=1.0 + i,
@@ -284,6 +326,11 @@ def test_analyse_on_a_fake_results_file(monkeypatch: pytest.MonkeyPatch) -> None
     lines = bf.render(b, panel, partial, ignored={"unknown recipe 'x'": 2}, plot_link=None, command="c")
     text = "\n".join(lines)
     assert "1 of 12 genomes have both reference seeds (11 have one)" in text and "2 (unknown recipe 'x')" in text
+    # the only trained candidate is chosen however badly it ranks, and the goal says so
+    assert a["choice"]["chosen"]["label"] == "default accuracy" and a["choice"]["chosen"]["seeds"] == "seed 0"
+    text = "\n".join(bf.render(a, panel, records, ignored={}, plot_link=None, command="c"))
+    assert "**Chosen: default accuracy (seed 0)**" in text and "**not met**" in text
+    assert "The best score of the whole table is naswot (seed 0)" in text and "better beyond noise" in text
 
 
 def test_two_runs_never_share_a_results_file(tiny: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
