@@ -1,0 +1,78 @@
+"""scripts/bench_search.py: the hypervolume and the multi-fidelity comparison's bookkeeping (no search is run)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from scripts import bench_search as bs
+
+
+def _grid_hypervolume(points, ref_acc: float, ref_lat: float, n: int = 800) -> float:
+    """Brute force: the share of a fine grid over the reference box that some point dominates."""
+    acc_hi = max([a for a, _ in points] + [ref_acc])
+    lat_lo = min([lat for _, lat in points] + [ref_lat])
+    accs = np.linspace(ref_acc, acc_hi, n, endpoint=False) + (acc_hi - ref_acc) / (2 * n)
+    lats = np.linspace(lat_lo, ref_lat, n, endpoint=False) + (ref_lat - lat_lo) / (2 * n)
+    aa, ll = np.meshgrid(accs, lats)
+    covered = np.zeros_like(aa, dtype=bool)
+    for a, lat in points:
+        covered |= (aa <= a) & (ll >= lat)
+    return covered.mean() * (acc_hi - ref_acc) * (ref_lat - lat_lo)
+
+
+def test_hypervolume_matches_a_grid_count() -> None:
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        pts = [(float(a), float(lat)) for a, lat in zip(rng.uniform(0.5, 0.9, 7), rng.uniform(0.5, 2.5, 7))]
+        assert bs.hypervolume_2d(pts, 0.1, 3.0) == pytest.approx(_grid_hypervolume(pts, 0.1, 3.0), rel=5e-3)
+    assert bs.hypervolume_2d([], 0.1, 3.0) == 0.0
+    assert bs.hypervolume_2d([(0.05, 1.0), (0.9, 3.5)], 0.1, 3.0) == 0.0  # outside the reference box
+    # a dominated point adds nothing
+    assert bs.hypervolume_2d([(0.8, 1.0), (0.7, 2.0)], 0.1, 3.0) == pytest.approx(0.7 * 2.0)
+
+
+def _rec(arm: str, seed: int, front: list[list[float]]) -> dict:
+    return {"arm": arm, "seed": seed, "budget_minutes": 20.0, "front": front,
+            "hypervolume": bs.hypervolume_2d([tuple(p) for p in front], 0.1, 3.0), "per_rung": {"0": 9, "1": 3}}
+
+
+def _args(**kw) -> argparse.Namespace:
+    return argparse.Namespace(**{"budget_minutes": 20.0, "seeds": 2, "hv_latency_ref": 3.0, **kw})
+
+
+def test_mf_report_claims_nothing_until_every_seed_is_in() -> None:
+    partial = [_rec("mf-nsga2", 0, [[0.85, 1.0]]), _rec("sf-nsga2", 0, [[0.84, 1.2]])]
+    text = "\n".join(bs.mf_lines(partial, _args()))
+    assert "Partial: fewer than 2 seeds" in text and "Goal" not in text
+    assert "| sf-random | 0 |" in text
+
+
+def test_mf_report_judges_the_goal_against_the_seed_spread() -> None:
+    far = [_rec("mf-nsga2", s, [[0.86, 0.5]]) for s in (0, 1)] + [_rec("sf-nsga2", s, [[0.80, 1.5 + 0.1 * s]])
+                                                                   for s in (0, 1)]
+    text = "\n".join(bs.mf_lines(far, _args()))
+    assert "Goal (>= +10%, outside the spread): met" in text
+    near = [_rec("mf-nsga2", s, [[0.80, 1.0 + 0.5 * s]]) for s in (0, 1)] + [_rec("sf-nsga2", s, [[0.80, 1.1]])
+                                                                             for s in (0, 1)]
+    text = "\n".join(bs.mf_lines(near, _args()))
+    assert "inside the seed spread" in text and "NOT met" in text
+    # the nadir of all fronts: the worst accuracy and the slowest latency recorded
+    assert bs._nadir(far) == (0.80, 1.6)
+    assert "worst accuracy (0.8000) and the slowest latency (1.500 ms)" in text
+
+
+def test_mf_run_resumes_from_its_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    results = tmp_path / "mf.jsonl"
+    results.write_text(json.dumps(_rec("mf-nsga2", 0, [[0.85, 1.0]])) + "\n{cut sho\n")
+    monkeypatch.setattr(bs, "MF_RESULTS", results)
+    ran = []
+    monkeypatch.setattr(bs, "run_mf_one", lambda args, arm, seed: ran.append((arm, seed)) or _rec(arm, seed, []))
+    bs.run_mf(_args(seeds=1, arms=["mf-nsga2", "sf-nsga2"], report_only=False, max_minutes=None))
+    assert ran == [("sf-nsga2", 0)]  # the recorded study is skipped
+    lines = results.read_text().splitlines()
+    assert lines[1] == "{cut sho" and len(lines) == 3  # the malformed line stays where it was
