@@ -37,8 +37,11 @@ def test_hypervolume_matches_a_grid_count() -> None:
 
 
 def _rec(arm: str, seed: int, front: list[list[float]]) -> dict:
-    return {"arm": arm, "seed": seed, "budget_minutes": 20.0, "front": front,
-            "hypervolume": bs.hypervolume_2d([tuple(p) for p in front], 0.1, 3.0), "per_rung": {"0": 9, "1": 3}}
+    hv = bs.hypervolume_2d([tuple(p) for p in front], 0.1, 3.0)
+    searched = [[a + 0.01, lat] for a, lat in front]  # the search's own figures: optimistic
+    return {"arm": arm, "seed": seed, "budget_minutes": 20.0, "front": searched, "rescored_front": front,
+            "hypervolume": bs.hypervolume_2d([tuple(p) for p in searched], 0.1, 3.0), "rescored_hypervolume": hv,
+            "per_rung": {"0": 9, "1": 3}}
 
 
 def _args(**kw) -> argparse.Namespace:
@@ -76,3 +79,26 @@ def test_mf_run_resumes_from_its_results_file(tmp_path: Path, monkeypatch: pytes
     assert ran == [("sf-nsga2", 0)]  # the recorded study is skipped
     lines = results.read_text().splitlines()
     assert lines[1] == "{cut sho" and len(lines) == 3  # the malformed line stays where it was
+
+
+def test_rescore_retrains_each_front_member_on_the_unseen_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
+    import nas
+    from nas import ProxyTrainingError, SearchConfig
+    from nas._report import Candidate
+
+    calls = []
+
+    def fake_train(genome, data, *, config, seed):
+        calls.append((genome["id"], config.train_size, seed))
+        if genome["id"] == 2 and seed == bs.RESCORE_SEEDS[1]:
+            raise ProxyTrainingError("diverged", reason="diverged")
+        return argparse.Namespace(accuracy=0.8 + 0.01 * genome["id"] + (0.002 if seed == bs.RESCORE_SEEDS[0] else 0))
+
+    monkeypatch.setattr(nas, "train_proxy", fake_train)
+    cfg = SearchConfig(rungs=(1000, 3000)).for_train_device("cpu")
+    front = [Candidate(number=i, accuracy=0.9, latency_ms=1.0 + i, genome={"id": i}, latency_source="x",
+                       latency_resolution=224) for i in (1, 2)]
+    out = bs.rescore(cfg, front, data=None)
+    assert [c[2] for c in calls] == [*bs.RESCORE_SEEDS] * 2 and {c[1] for c in calls} == {3000}  # the top rung
+    assert out[0] == [pytest.approx(0.811), 2.0]
+    assert out[1] == [pytest.approx((0.822 + bs.CHANCE) / 2), 3.0]  # the failed retraining scores chance
