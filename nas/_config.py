@@ -24,12 +24,13 @@ BASELINE_SUFFIX = ":baselines"
 RUNGS_SUFFIX = ":rungs"
 MAX_STUDY_NAME = 512
 """Optuna's ``studies.study_name`` column holds at most this many characters (PostgreSQL enforces it)."""
-MIN_RUNG_IMAGES = 1000
-"""Default rungs stop dividing the top rung's images by ``eta`` below this (a few dozen steps rank nothing)."""
+MIN_RUNG_IMAGES = 600
+"""Default rungs stop dividing the top rung's images by ``eta`` below this (about ten optimizer steps at batch 64:
+fewer rank nothing)."""
 
 # Defaults that scale with the training device: on a GPU the same command sees more candidates and trains the
 # top rung on more images (its rungs are the top rung's images divided by eta, down to MIN_RUNG_IMAGES).
-_DEFAULTS = {"cpu": {"trials": 32, "top_images": 3000}, "cuda": {"trials": 200, "top_images": 36000}}
+_DEFAULTS = {"cpu": {"trials": 31, "top_images": 2000}, "cuda": {"trials": 200, "top_images": 36000}}
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class SearchConfig:
 
     Attributes:
         device: Latency device (``iphone12``, ``ort-cpu``, ``torch-cpu``, ``torch-cuda`` or an imported remote one).
-        trials: Candidates the study scores at the cheapest rung (None: 32 on CPU, 200 with CUDA; a rerun only
+        trials: Candidates the study scores at the cheapest rung (None: 31 on CPU, 200 with CUDA; a rerun only
             adds what is missing).
         timeout: Wall-clock limit of this run in seconds (None: none); checked between evaluations.
         latency_max: Hard latency budget in ms (``Trial.set_constraint``); None: unconstrained.
@@ -79,8 +80,8 @@ class SearchConfig:
             priced on the real genome, and weights trained narrower are not kept for export).
         proxy_min_map: Smallest feature map every stage must see during proxy training (None: the proxy's
             default; 2 = 64 px for the stride-32 networks of the space).
-        proxy_images: Training images of the top rung (None: 3,000 on CPU, 36,000 with CUDA); the lower rungs
-            divide it by ``eta`` down to 1,000 images. Ignored when ``rungs`` is given.
+        proxy_images: Training images of the top rung (None: 2,000 on CPU, 36,000 with CUDA); the lower rungs
+            divide it by ``eta`` down to 600 images. Ignored when ``rungs`` is given.
         rungs: Training images of each rung, cheapest first, strictly growing (None: from ``proxy_images``).
         eta: Successive-halving reduction factor: the top 1/eta of a rung (by non-dominated rank, then crowding
             distance) is promoted to the next.

@@ -41,13 +41,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="hard latency budget in ms (Trial.set_constraint); candidates far over it are not trained")
     g.add_argument("--lut-db", default=None, help="latency LUT database (default ./repnas-lut.db)")
     g = p.add_argument_group("search")
-    g.add_argument("--trials", type=int, default=None, help="candidates scored at the cheapest rung (default 32 on "
+    g.add_argument("--trials", type=int, default=None, help="candidates scored at the cheapest rung (default 31 on "
                    "CPU, 200 with CUDA; a rerun only runs the missing ones)")
     g.add_argument("--eta", type=int, default=3, help="successive-halving reduction factor: the top 1/eta of a rung "
                    "is promoted (default 3)")
     g.add_argument("--rungs", type=_int_list, default=None, metavar="N,N,...",
                    help="training images of each rung, cheapest first (default: the top rung's images divided by "
-                        "eta down to 1,000: 1000,3000 on CPU, 1333,4000,12000,36000 with CUDA)")
+                        "eta down to 600: 667,2000 on CPU, 1333,4000,12000,36000 with CUDA)")
     g.add_argument("--top-seeds", type=int, default=2, help="seeds averaged at the top rung (>= 2, default 2)")
     g.add_argument("--timeout", type=float, default=None, metavar="SECONDS", help="stop this run after SECONDS")
     g.add_argument("--sampler", choices=SAMPLERS, default="nsga2", help="Optuna sampler (default nsga2)")

@@ -111,7 +111,7 @@ def test_a_baseline_is_dominated_only_beyond_the_noise():
 
 def test_rungs_and_defaults_scale_with_the_device():
     cpu = SearchConfig().for_train_device("cpu")
-    assert cpu.rungs == (1000, 3000) and cpu.trials == 32
+    assert cpu.rungs == (667, 2000) and cpu.trials == 31
     assert [r.seeds for r in cpu.ladder()] == [(0,), (0, 1)]
     gpu = SearchConfig().for_train_device("cuda")
     assert gpu.rungs[-1] == 36000 and len(gpu.rungs) == 4 and gpu.trials > cpu.trials
