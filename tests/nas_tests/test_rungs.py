@@ -116,7 +116,7 @@ def test_rungs_and_defaults_scale_with_the_device():
     gpu = SearchConfig().for_train_device("cuda")
     assert gpu.rungs[-1] == 36000 and len(gpu.rungs) == 4 and gpu.trials > cpu.trials
     assert SearchConfig(proxy_images=9000, eta=3).for_train_device("cpu").rungs == (1000, 3000, 9000)
-    assert SearchConfig().for_train_device("cpu", train_images=2000).rungs == (2000,)  # a small dataset
+    assert SearchConfig().for_train_device("cpu", train_images=1000).rungs == (1000,)  # a small dataset
     assert SearchConfig(proxy="zero-cost").for_train_device("cpu").ladder()[0].top
 
 
