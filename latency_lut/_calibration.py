@@ -37,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-from ._costmodel import CostModel, CostModelError, feature_value, fit_matrix
+from ._costmodel import CostModel, CostModelError, feature_matrix, fit_matrix
 
 __all__ = [
     "GOALS",
@@ -119,8 +119,7 @@ class _Design:
     def x(self, names: Sequence[str]) -> np.ndarray:
         key = tuple(names)
         if key not in self._x:
-            self._x[key] = np.array([[feature_value(r.features, n) for n in key] for r in self.rows],
-                                    dtype=float).reshape(len(self.rows), len(key))
+            self._x[key] = feature_matrix([r.features for r in self.rows], key)
         return self._x[key]
 
 

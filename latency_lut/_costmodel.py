@@ -59,6 +59,12 @@ def feature_value(features: Mapping[str, float], name: str) -> float:
     return total
 
 
+def feature_matrix(rows: Sequence[Mapping[str, float]], names: Sequence[str]) -> np.ndarray:
+    """``len(rows) x len(names)`` matrix of :func:`feature_value` (a design matrix; shape kept when empty)."""
+    names = tuple(names)
+    return np.array([[feature_value(r, nm) for nm in names] for r in rows], dtype=float).reshape(len(rows), len(names))
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Fitted cost model.
@@ -303,8 +309,7 @@ def fit(
         CostModelError: Inputs are empty, inconsistent or not finite.
     """
     names = tuple(feature_names)
-    n = len(feature_rows)
-    x = np.array([[feature_value(r, nm) for nm in names] for r in feature_rows], dtype=float).reshape(n, len(names))
+    x = feature_matrix(feature_rows, names)
     coefs, intercept = fit_matrix(x, latencies_ms, names, weights=weights, relative=relative,
                                   fit_intercept=fit_intercept, loss=loss, irls_iterations=irls_iterations,
                                   min_coefficients=min_coefficients, ridge=ridge)
