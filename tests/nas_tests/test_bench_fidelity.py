@@ -276,12 +276,16 @@ def test_choose_default_takes_the_cheapest_variant_within_noise_of_the_best(monk
     rows.append(bf._row("mid val loss", "mid", "loss", "seed 0", dict(zip(names, truth)), ref, panel, 20.0))
     rows.append(bf._row("partial", "cheap", "accuracy", "2 seeds", {n: 1.0 * i for i, n in enumerate(names[:9])}, ref,
                         panel, 5.0))  # not on every genome: never a candidate
-    c = bf.choose_default(rows, ref_values, ref)
+    c = bf.choose_default(rows[:3], ref_values, ref)
     assert c["best"]["recipe"] == "dear" and c["chosen"]["recipe"] == "mid"
     verdicts = {r["recipe"]: lo for r, (lo, _) in c["verdicts"]}
     assert verdicts["cheap"] > 0 >= verdicts["mid"] and set(verdicts) == {"cheap", "mid"}
-    assert c["top"]["tau"] == 1.0  # ties with "dear": the first of the table wins
-    assert bf.choose_default([r for r in rows if r["field"] != "accuracy"], ref_values, ref) is None
+    assert c["accuracy_gap"][0] < 0 <= c["accuracy_gap"][1]  # "mid" minus "dear": within noise
+    # every score of a trained recipe competes: the loss as cheap as "mid" and as good as "dear" wins
+    c = bf.choose_default(rows, ref_values, ref)
+    assert c["best"]["recipe"] == "dear"  # tau 1 like the loss row: the first of the table wins the tie
+    assert (c["chosen"]["recipe"], c["chosen"]["field"]) == ("mid", "loss")
+    assert bf.choose_default(rows[4:], ref_values, ref) is None  # the partial row alone
 
 
 def _fake_records() -> tuple[list[bf.PanelGenome], list[dict]]:
@@ -326,11 +330,11 @@ def test_analyse_on_a_fake_results_file(monkeypatch: pytest.MonkeyPatch) -> None
     lines = bf.render(b, panel, partial, ignored={"unknown recipe 'x'": 2}, plot_link=None, command="c")
     text = "\n".join(lines)
     assert "1 of 12 genomes have both reference seeds (11 have one)" in text and "2 (unknown recipe 'x')" in text
-    # the only trained candidate is chosen however badly it ranks, and the goal says so
-    assert a["choice"]["chosen"]["label"] == "default accuracy" and a["choice"]["chosen"]["seeds"] == "seed 0"
+    # the validation loss ranks (the reversed accuracy does not); zero-cost rows never compete
+    assert a["choice"]["chosen"]["label"] == "default val loss" and a["choice"]["chosen"]["seeds"] == "seed 0"
     text = "\n".join(bf.render(a, panel, records, ignored={}, plot_link=None, command="c"))
-    assert "**Chosen: default accuracy (seed 0)**" in text and "**not met**" in text
-    assert "The best score of the whole table is naswot (seed 0)" in text and "better beyond noise" in text
+    assert "**Chosen: default val loss (seed 0)**" in text and "Goal (tau >= " in text
+    assert "The best accuracy score is default accuracy (seed 0)" in text and "better beyond noise" in text
 
 
 def test_two_runs_never_share_a_results_file(tiny: dict[str, Path], capsys: pytest.CaptureFixture) -> None:
