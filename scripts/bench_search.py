@@ -5,6 +5,10 @@
     python scripts/bench_search.py [--trials 20] [--seeds 3] [--samplers nsga2 tpe random]
                                    [--genomes 12] [--long-factor 5] [--skip-hv] [--skip-tau] [--no-write]
 
+``--default-run``: times the plain ``python -m nas.search --device iphone12`` in a fresh folder (a subprocess,
+as a user runs it), appends the wall time and the per-rung counts and seconds to
+``benchmarks/search/default_runs.jsonl`` and writes the section (goal: 20 minutes, > 30 candidates at rung 0).
+
 0. ``--mf``: at equal compute (the same ``--timeout`` per study on this machine), the multi-fidelity search
    (successive halving over the default rungs, NSGA-II) against single-fidelity NSGA-II and random sampling,
    which train every candidate at the top rung's recipe (its images, two seeds averaged). Every front is so
@@ -265,6 +269,86 @@ def mf_lines(records: list[dict], args) -> list[str]:
     return lines
 
 
+DEFAULT_GOAL_MINUTES = 20.0
+"""Goal: the plain ``python -m nas.search --device iphone12`` finishes within this on the idle 2-core machine."""
+DEFAULT_RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "search" / "default_runs.jsonl"
+
+
+def run_default(args, extra: tuple[str, ...] = ()) -> dict:
+    """Time the plain default command in a fresh folder (no storage, LUT or run folder yet) as a subprocess, then
+    read its studies back: candidates and baselines per rung, median seconds of an evaluation at each rung.
+    (``extra`` options are for the tests, which cannot wait 20 minutes.)"""
+    import os
+    import subprocess
+
+    import optuna
+
+    from nas import SearchConfig
+    from nas._config import BASELINE_SUFFIX, RUNGS_SUFFIX
+    from nas._record import StudyKeys
+    from nas._search import collect
+
+    root = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+        load = os.getloadavg()
+        t0 = time.perf_counter()
+        proc = subprocess.run([sys.executable, "-m", "nas.search", "--device", args.device, *extra], cwd=tmp,
+                              env=env, capture_output=True, text=True)
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise SystemExit(f"error: the default search exited with {proc.returncode}: "
+                             f"{(proc.stderr.strip().splitlines() or ['?'])[-1]}")
+        url = f"sqlite:///{tmp}/repnas-search.db"
+        (name,) = [n for n in optuna.get_all_study_names(url) if not n.endswith((RUNGS_SUFFIX, BASELINE_SUFFIX))]
+        study = optuna.load_study(study_name=name, storage=url)
+        identity = study.user_attrs[StudyKeys.CONFIG]
+        got = collect(SearchConfig(device=args.device, storage=url, study=name), study)
+    per_rung = {}
+    for r, images in enumerate(identity["rungs"]):
+        cands = list(got.by_rung.get(r, {}).values())
+        bases = list(got.baselines_by_rung.get(r, {}).values())
+        secs = [c.extra["seconds"] for c in cands + bases if "seconds" in c.extra]
+        top = r == len(identity["rungs"]) - 1
+        per_rung[str(r)] = {"images": images, "seeds": identity["top_seeds"] if top else 1, "candidates": len(cands),
+                            "baselines": len(bases), "median_seconds": float(np.median(secs)) if secs else None}
+    return {"wall_seconds": round(wall, 1), "loadavg_start": [round(x, 2) for x in load], "per_rung": per_rung,
+            "rungs": identity["rungs"], "eta": identity["eta"], "command": " ".join(["nas.search", "--device",
+                                                                                     args.device, *extra]),
+            "machine": machine(), "device": args.device, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "front": [[c.accuracy, c.accuracy_sd, c.latency_ms] for c in got.front()]}
+
+
+def default_lines(records: list[dict], args) -> list[str]:
+    """The BENCHMARKS.md section of the default command's timings (every recorded run, newest last)."""
+    lines = [
+        "## Search: the default command on this machine",
+        "",
+        f"Command: `python scripts/bench_search.py --default-run` (times `python -m nas.search --device "
+        f"{args.device}` in a fresh folder: no storage, LUT rows or run folder yet; raw results: "
+        "`benchmarks/search/default_runs.jsonl`). Goal: within "
+        f"{DEFAULT_GOAL_MINUTES:.0f} minutes on the idle 2-core machine, with more than 30 candidates at the "
+        "cheapest rung.",
+        "",
+        "| when | command | rungs (images) | wall | candidates per rung | baselines per rung | median s per "
+        "evaluation per rung | load at start | goal |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for r in records:
+        rungs = [r["per_rung"][k] for k in sorted(r["per_rung"], key=int)]
+        met = r["wall_seconds"] <= 60 * DEFAULT_GOAL_MINUTES and rungs[0]["candidates"] > 30
+        med = ", ".join("-" if x["median_seconds"] is None else f"{x['median_seconds']:.0f}" for x in rungs)
+        lines.append(
+            f"| {r['time'][:16]} | `{r['command']}` | {', '.join(map(str, r['rungs']))} | "
+            f"{r['wall_seconds'] / 60:.1f} min | {', '.join(str(x['candidates']) for x in rungs)} | "
+            f"{', '.join(str(x['baselines']) for x in rungs)} | {med} | {r['loadavg_start'][0]:.2f} | "
+            f"{'met' if met else 'NOT met'} |")
+    if records:
+        lines += ["", f"Machine: {records[-1]['machine']}. An evaluation at the top rung trains one model per seed; "
+                      "its seconds are the sum."]
+    return lines
+
+
 def run_tau(args) -> list[str]:
     from scipy.stats import kendalltau
 
@@ -346,12 +430,28 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     p.add_argument("--budget-minutes", type=float, default=20.0, help="wall-clock budget of each --mf study")
     p.add_argument("--max-minutes", type=float, default=None, help="--mf: stop after the study in progress")
-    p.add_argument("--report-only", action="store_true", help="--mf: only rewrite the section from the results")
+    p.add_argument("--report-only", action="store_true",
+                   help="--mf, --default-run: only rewrite the section from the results")
+    p.add_argument("--default-run", action="store_true",
+                   help="time the plain `python -m nas.search --device DEVICE` in a fresh folder")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     import torch
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
+    if args.default_run:
+        from scripts._common import append_jsonl, read_jsonl
+
+        if not args.report_only:
+            append_jsonl(DEFAULT_RESULTS, run_default(args))
+        records, problems = read_jsonl(DEFAULT_RESULTS)
+        for msg in problems:
+            _logger.warning("%s: %s (skipped)", DEFAULT_RESULTS, msg)
+        lines = default_lines([r for _, r in records], args)
+        print("\n".join(lines))
+        if not args.no_write:
+            update_section("bench_search_default", "\n".join(lines))
+        return 0
     if args.mf:
         lines = run_mf(args)
         print("\n".join(lines))

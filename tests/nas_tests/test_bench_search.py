@@ -102,3 +102,21 @@ def test_rescore_retrains_each_front_member_on_the_unseen_seeds(monkeypatch: pyt
     assert [c[2] for c in calls] == [*bs.RESCORE_SEEDS] * 2 and {c[1] for c in calls} == {3000}  # the top rung
     assert out[0] == [pytest.approx(0.811), 2.0]
     assert out[1] == [pytest.approx((0.822 + bs.CHANCE) / 2), 3.0]  # the failed retraining scores chance
+
+
+def test_default_run_times_the_command_and_reads_its_rungs_back() -> None:
+    args = argparse.Namespace(device="iphone12")
+    extra = ("--dataset", "synthetic", "--trials", "4", "--rungs", "64,192", "--no-baselines", "--no-progress",
+             "--threads", "1")
+    rec = bs.run_default(args, extra)
+    assert rec["rungs"] == [64, 192] and rec["eta"] == 3 and rec["wall_seconds"] > 0
+    r0, r1 = rec["per_rung"]["0"], rec["per_rung"]["1"]
+    assert (r0["candidates"], r0["baselines"], r0["seeds"], r1["seeds"]) == (4, 0, 1, 2)
+    assert r1["candidates"] >= 1 and r0["median_seconds"] > 0 and rec["front"]
+    text = "\n".join(bs.default_lines([rec], args))
+    assert "`nas.search --device iphone12 --dataset synthetic" in text and "| NOT met |" in text  # 4 <= 30
+
+
+def test_default_run_reports_a_failed_command(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit, match="the default search exited with 2"):
+        bs.run_default(argparse.Namespace(device="iphone12"), ("--eta", "1"))
