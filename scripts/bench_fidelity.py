@@ -517,7 +517,9 @@ def tau_difference_interval(a: Sequence[float], b: Sequence[float], ref_seeds: S
 
     Each resample draws the genomes with replacement (the panel's sampling noise) and, for each drawn genome, its
     reference seeds with replacement (the reference's own noise); ``ref`` is the mean of the drawn seeds. ``a``
-    and ``b`` are scored on the same resample (a paired comparison).
+    and ``b`` are scored on the same resample (a paired comparison). Two copies of one genome in a resample draw
+    their reference seeds independently, so they tie on the scores but not always on the reference (which pulls
+    both taus slightly towards 0, the same for ``a`` and ``b``).
     """
     a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
     g = len(a)
@@ -639,12 +641,14 @@ def choose_default(rows: list[dict], ref_values: dict[str, dict[int, float]], re
 
     best = max(candidates, key=lambda r: r["tau"])
     verdicts = [(r, gap(best, r)) for r in candidates if r is not best]
-    within = [best] + [r for r, (lo, _) in verdicts if lo <= 0]
+    within = [best] + [r for r, (lo, _) in verdicts if lo <= 0]  # NaN (undetermined) is not within
     chosen = min(within, key=lambda r: (r["seconds"], -r["tau"]))
     accuracy = [r for r in candidates if r["field"] == "accuracy"]
     best_accuracy = max(accuracy, key=lambda r: r["tau"]) if accuracy else None
+    differs = best_accuracy is not None and best_accuracy is not chosen
     return {"best": best, "chosen": chosen, "verdicts": verdicts, "within": within, "best_accuracy": best_accuracy,
-            "accuracy_gap": gap(chosen, best_accuracy) if best_accuracy not in (None, chosen) else None}
+            "accuracy_gap": gap(chosen, best_accuracy) if differs else None,
+            "ref_seeds": max(len(s) for s in seeds)}
 
 
 def analyse(panel: list[PanelGenome], records: list[dict], *, min_ref_seeds: int = 2) -> dict[str, Any]:
@@ -811,17 +815,23 @@ def _choice_lines(a: dict[str, Any]) -> list[str]:
     c = a["choice"]
     lines = ["### Default proxy chosen from this table", ""]
     if c is None:
-        return lines + [f"No trained variant is scored on all {len(a['ref'])} reference genomes yet "
-                        f"(at least {MIN_GENOMES} needed): no choice."]
+        return lines + [f"No choice yet: it needs a trained variant scored on every genome of the reference mean, "
+                        f"and at least {MIN_GENOMES} genomes with {a['min_ref_seeds']} reference seed(s) "
+                        f"({len(a['ref'])} so far)."]
     best, chosen = c["best"], c["chosen"]
-    noise = ("the 90% interval of tau(best) - tau(variant), resampling the genomes and each genome's reference "
-             "seeds, reaches 0")
+    if c["ref_seeds"] > 1:
+        noise = ("the 90% interval of tau(best) - tau(variant), resampling the genomes and each genome's reference "
+                 "seeds, reaches 0")
+    else:
+        noise = ("the 90% interval of tau(best) - tau(variant), resampling the genomes, reaches 0; with one "
+                 "reference seed per genome the reference's own noise is not in it, so the intervals are too narrow "
+                 "and fewer variants count as within noise")
     lines.append(f"Rule: the cheapest trained variant (recipe, score and seeds) whose Kendall tau is within noise "
                  f"of the best one ({noise}). Best: **{_name(best)}**, tau {_f(best['tau'])} at "
                  f"{_seconds(best['seconds'])} s.")
     lines.append("")
     for row, (lo, hi) in sorted(c["verdicts"], key=lambda v: (v[0]["seconds"], -v[0]["tau"])):
-        verdict = "within noise" if lo <= 0 else "worse beyond noise"
+        verdict = "undetermined" if math.isnan(lo) else "within noise" if lo <= 0 else "worse beyond noise"
         lines.append(f"- {_name(row)}: tau {_f(row['tau'])}, {_seconds(row['seconds'])} s; best minus it "
                      f"[{_f(lo)}, {_f(hi)}]: {verdict}.")
     goal_met = chosen["tau"] >= a["goal"] and chosen["seconds"] <= GOAL_SECONDS

@@ -335,6 +335,12 @@ def test_analyse_on_a_fake_results_file(monkeypatch: pytest.MonkeyPatch) -> None
     text = "\n".join(bf.render(a, panel, records, ignored={}, plot_link=None, command="c"))
     assert "**Chosen: default val loss (seed 0)**" in text and "Goal (tau >= " in text
     assert "The best accuracy score is default accuracy (seed 0)" in text and "better beyond noise" in text
+    assert "resampling the genomes and each genome's reference seeds" in text
+    # one reference seed per genome: the text says the reference's noise is missing from the intervals
+    single = [r for r in records if not (r["recipe"] == "reference" and r["seed"] == 1)]
+    c = bf.analyse(panel, single, min_ref_seeds=1)
+    assert "the reference's own noise is not in it" in "\n".join(bf._choice_lines(c))
+    assert "No choice yet" in "\n".join(bf._choice_lines(bf.analyse(panel, single)))
 
 
 def test_two_runs_never_share_a_results_file(tiny: dict[str, Path], capsys: pytest.CaptureFixture) -> None:

@@ -36,9 +36,10 @@ def test_hypervolume_matches_a_grid_count() -> None:
     assert bs.hypervolume_2d([(0.8, 1.0), (0.7, 2.0)], 0.1, 3.0) == pytest.approx(0.7 * 2.0)
 
 
-def _rec(arm: str, seed: int, front: list[list[float]]) -> dict:
+def _rec(arm: str, seed: int, front: list[list[float]], searched: list[list[float]] | None = None) -> dict:
     hv = bs.hypervolume_2d([tuple(p) for p in front], 0.1, 3.0)
-    searched = [[a + 0.01, lat] for a, lat in front]  # the search's own figures: optimistic
+    if searched is None:
+        searched = [[a + 0.01, lat] for a, lat in front]  # the search's own figures: optimistic
     return {"arm": arm, "seed": seed, "budget_minutes": 20.0, "front": searched, "rescored_front": front,
             "hypervolume": bs.hypervolume_2d([tuple(p) for p in searched], 0.1, 3.0), "rescored_hypervolume": hv,
             "per_rung": {"0": 9, "1": 3}}
@@ -69,16 +70,25 @@ def test_mf_report_judges_the_goal_against_the_seed_spread() -> None:
     assert "worst accuracy (0.8000) and the slowest latency (1.500 ms)" in text
 
 
+def test_mf_goal_is_judged_on_the_retrained_fronts() -> None:
+    # as searched, multi-fidelity looks far better; retrained on unseen seeds the two arms are alike
+    recs = [_rec("mf-nsga2", s, [[0.80, 1.0]], searched=[[0.90, 0.5]]) for s in (0, 1)]
+    recs += [_rec("sf-nsga2", s, [[0.80, 1.0 + 0.01 * s]], searched=[[0.80, 1.0]]) for s in (0, 1)]
+    text = "\n".join(bs.mf_lines(recs, _args()))
+    assert "NOT met" in text and "(retrained fronts): +0.3%" in text
+
+
 def test_mf_run_resumes_from_its_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = tmp_path / "mf.jsonl"
-    results.write_text(json.dumps(_rec("mf-nsga2", 0, [[0.85, 1.0]])) + "\n{cut sho\n")
+    old = {k: v for k, v in _rec("sf-random", 0, [[0.85, 1.0]]).items() if not k.startswith("rescore")}
+    results.write_text(json.dumps(_rec("mf-nsga2", 0, [[0.85, 1.0]])) + "\n{cut sho\n" + json.dumps(old) + "\n")
     monkeypatch.setattr(bs, "MF_RESULTS", results)
     ran = []
     monkeypatch.setattr(bs, "run_mf_one", lambda args, arm, seed: ran.append((arm, seed)) or _rec(arm, seed, []))
-    bs.run_mf(_args(seeds=1, arms=["mf-nsga2", "sf-nsga2"], report_only=False, max_minutes=None))
-    assert ran == [("sf-nsga2", 0)]  # the recorded study is skipped
+    bs.run_mf(_args(seeds=1, arms=["mf-nsga2", "sf-nsga2", "sf-random"], report_only=False, max_minutes=None))
+    assert ran == [("sf-nsga2", 0), ("sf-random", 0)]  # the recorded study is skipped; one never retrained is not
     lines = results.read_text().splitlines()
-    assert lines[1] == "{cut sho" and len(lines) == 3  # the malformed line stays where it was
+    assert lines[1] == "{cut sho" and len(lines) == 5  # the malformed line stays where it was
 
 
 def test_rescore_retrains_each_front_member_on_the_unseen_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
