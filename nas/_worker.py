@@ -387,6 +387,12 @@ class _StopOnSigint:
 
 
 
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
+
+
 def default_threads(workers: int) -> int:
     """torch threads per worker: the cores minus one (for the storage, LUT and OS), shared by the workers.
 
@@ -412,6 +418,9 @@ def run_local_workers(config: SearchConfig) -> None:
              for i in range(config.workers)]
     for p in procs:
         p.start()
+    # SIGINT raises here even when this process inherited it ignored (a background job of a shell, nohup), as a
+    # single worker's own handler does: `kill -INT` stops the search the same way with one worker or several
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler) if _main_thread() else None
     try:
         for p in procs:
             p.join()
@@ -425,6 +434,9 @@ def run_local_workers(config: SearchConfig) -> None:
                 p.terminate()
                 p.join(10)
         raise
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
     bad = [p.exitcode for p in procs if p.exitcode]
     if len(bad) == len(procs):
         from ._errors import NASError

@@ -61,9 +61,11 @@ def _trials(storage: str, study: str = "t"):
     return optuna.load_study(study_name=study, storage=st).get_trials(deepcopy=False)
 
 
-def _popen(argv: list[str], cwd: Path) -> subprocess.Popen:
+def _popen(argv: list[str], cwd: Path, *, sigint_ignored: bool = False) -> subprocess.Popen:
+    """``sigint_ignored``: start the command with SIGINT ignored, as a shell starts a background job (or nohup)."""
+    ignore = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if sigint_ignored else None
     return subprocess.Popen([sys.executable, "-m", "nas.search", *argv], cwd=cwd, env=ENV, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=ignore)
 
 
 def _run(argv: list[str], cwd: Path) -> subprocess.CompletedProcess:
@@ -317,7 +319,7 @@ def test_sigint_stops_every_local_worker_and_writes_the_report(tmp_path, lut_db,
     _, url = pg
     argv = _argv(url, lut_db, "--trials", "200", "--workers", "2", "--no-baselines", study="sigint",
                  out=str(tmp_path / "run"))
-    p = _popen(argv, tmp_path)
+    p = _popen(argv, tmp_path, sigint_ignored=True)  # `kill -INT` stops it even as a background job
 
     def n_complete() -> int:
         try:
