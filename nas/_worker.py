@@ -339,9 +339,8 @@ class _StopOnSigint:
     def __enter__(self) -> _StopOnSigint:
         import signal
         import sys
-        import threading
 
-        if threading.current_thread() is threading.main_thread():
+        if _main_thread():
             self._previous = signal.signal(signal.SIGINT, self._handle)
             self._hook, sys.unraisablehook = sys.unraisablehook, self._unraisable
             self._installed = True

@@ -192,12 +192,9 @@ def run_mf_one(args, arm: str, seed: int) -> dict:
 
 
 def run_mf(args) -> list[str]:
-    from scripts._common import append_jsonl, read_jsonl
+    from scripts._common import append_jsonl
 
-    records, problems = read_jsonl(MF_RESULTS)
-    for msg in problems:
-        _logger.warning("%s: %s (skipped)", MF_RESULTS, msg)
-    done = {(r["arm"], r["seed"]) for _, r in records if _mf_usable(r, args)}
+    done = {(r["arm"], r["seed"]) for r in _results(MF_RESULTS) if _mf_usable(r, args)}
     t0 = time.perf_counter()
     for seed in range(args.seeds):
         for arm in args.arms:
@@ -210,8 +207,17 @@ def run_mf(args) -> list[str]:
             append_jsonl(MF_RESULTS, rec)
             _logger.info("%s seed %d: hypervolume %.4f retrained (%.4f as searched), per rung %s", arm, seed,
                          rec["rescored_hypervolume"], rec["hypervolume"], rec["per_rung"])
-    records, _ = read_jsonl(MF_RESULTS)
-    return mf_lines([r for _, r in records if _mf_usable(r, args)], args)
+    return mf_lines([r for r in _results(MF_RESULTS, warn=False) if _mf_usable(r, args)], args)
+
+
+def _results(path: Path, *, warn: bool = True) -> list[dict]:
+    """The JSON lines of ``path``; a malformed line is skipped (and left in the file), logged if ``warn``."""
+    from scripts._common import read_jsonl
+
+    records, problems = read_jsonl(path)
+    for msg in problems if warn else ():
+        _logger.warning("%s: %s (skipped)", path, msg)
+    return [r for _, r in records]
 
 
 def _mf_usable(rec: dict, args) -> bool:
@@ -456,14 +462,11 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     if args.default_run:
-        from scripts._common import append_jsonl, read_jsonl
+        from scripts._common import append_jsonl
 
         if not args.report_only:
             append_jsonl(DEFAULT_RESULTS, run_default(args))
-        records, problems = read_jsonl(DEFAULT_RESULTS)
-        for msg in problems:
-            _logger.warning("%s: %s (skipped)", DEFAULT_RESULTS, msg)
-        lines = default_lines([r for _, r in records], args)
+        lines = default_lines(_results(DEFAULT_RESULTS), args)
         print("\n".join(lines))
         if not args.no_write:
             update_section("bench_search_default", "\n".join(lines))
