@@ -14,12 +14,15 @@ from ._errors import SearchConfigError
 from ._report import RUNS_DIR, Candidate, run_folder_name
 from ._storage import resolve_storage_url
 
-__all__ = ["BASELINE_SUFFIX", "MAX_STUDY_NAME", "PROXIES", "RUNGS_SUFFIX", "Rung", "SAMPLERS", "SearchConfig",
-           "SearchResult", "ZERO_COST_METHODS"]
+__all__ = ["BASELINE_SUFFIX", "MAX_STUDY_NAME", "PROXIES", "PROXY_SCORES", "RUNGS_SUFFIX", "Rung", "SAMPLERS",
+           "SearchConfig", "SearchResult", "ZERO_COST_METHODS", "metric_name", "score_is_accuracy"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
 PROXIES = ("train", "zero-cost")
 ZERO_COST_METHODS = ("naswot", "synflow")
+PROXY_SCORES = ("accuracy", "val-loss")
+"""What ranks a trained candidate (the first objective, higher is better): its validation accuracy, or minus its
+validation cross-entropy (``val-loss``). Both are recorded either way."""
 BASELINE_SUFFIX = ":baselines"
 RUNGS_SUFFIX = ":rungs"
 MAX_STUDY_NAME = 512
@@ -31,6 +34,19 @@ fewer rank nothing)."""
 # Defaults that scale with the training device: on a GPU the same command sees more candidates and trains the
 # top rung on more images (its rungs are the top rung's images divided by eta, down to MIN_RUNG_IMAGES).
 _DEFAULTS = {"cpu": {"trials": 31, "top_images": 2000}, "cuda": {"trials": 200, "top_images": 36000}}
+
+
+def metric_name(proxy: str, proxy_score: str | None = "accuracy", zero_cost_method: str | None = None) -> str:
+    """The name of the first objective (the one home of it: the report, the dashboard and ``nas.export`` show it)."""
+    if proxy != "train":
+        return f"{zero_cost_method} score (zero-cost)"
+    return "proxy accuracy" if score_is_accuracy(proxy, proxy_score) else "minus proxy validation loss"
+
+
+def score_is_accuracy(proxy: str, proxy_score: str | None) -> bool:
+    """Whether the first objective of a study is the proxy accuracy itself (``proxy_score`` None: a study of a
+    version before the option, which ranked by accuracy)."""
+    return proxy == "train" and proxy_score in (None, "accuracy")
 
 
 @dataclass(frozen=True)
@@ -92,6 +108,8 @@ class SearchConfig:
         out: Run folder (default ``runs/<study>``).
         proxy: ``train`` (short training) or ``zero-cost`` (a training-free score, seconds per candidate, one
             rung).
+        proxy_score: What ranks a trained candidate (:data:`PROXY_SCORES`): ``accuracy`` or ``val-loss`` (the
+            objective is then minus the validation loss; the accuracy is recorded and reported beside it).
         zero_cost_method: Score used by ``proxy="zero-cost"``.
         lut_db: LUT database (default ``./repnas-lut.db``).
         workers: Local worker processes (more than one needs a server database, not SQLite).
@@ -124,6 +142,7 @@ class SearchConfig:
     seed: int = 0
     out: str | None = None
     proxy: str = "train"
+    proxy_score: str = "accuracy"
     zero_cost_method: str = "naswot"
     lut_db: str | None = None
     workers: int = 1
@@ -146,6 +165,10 @@ class SearchConfig:
         need(self.reject_factor >= 1, f"reject factor must be >= 1, got {self.reject_factor}")
         need(self.sampler in SAMPLERS, f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         need(self.proxy in PROXIES, f"unknown --proxy {self.proxy!r}; choose one of {', '.join(PROXIES)}")
+        need(self.proxy_score in PROXY_SCORES,
+             f"unknown --proxy-score {self.proxy_score!r}; choose one of {', '.join(PROXY_SCORES)}")
+        need(self.proxy == "train" or self.proxy_score == "accuracy",
+             f"--proxy-score {self.proxy_score} needs --proxy train (a zero-cost score has no validation loss)")
         need(self.zero_cost_method in ZERO_COST_METHODS,
              f"unknown zero-cost method {self.zero_cost_method!r}; choose one of {', '.join(ZERO_COST_METHODS)}")
         need(self.epochs is None or (is_int(self.epochs) and self.epochs >= 1),
@@ -252,12 +275,30 @@ class SearchConfig:
 
     @property
     def metric(self) -> str:
-        return "proxy accuracy" if self.proxy == "train" else f"{self.zero_cost_method} score (zero-cost)"
+        return metric_name(self.proxy, self.proxy_score, self.zero_cost_method)
+
+    @property
+    def score_is_accuracy(self) -> bool:
+        """Whether the first objective is the accuracy itself."""
+        return score_is_accuracy(self.proxy, self.proxy_score)
+
+    def scored_as_stored(self, study) -> SearchConfig:
+        """This config with the scoring of ``study`` as stored with it (``proxy``, ``proxy_score``,
+        ``zero_cost_method``), so that reading a study back (``--report-only``, ``nas.export``) names and derives
+        its objective as the search did, whatever options the reader passed."""
+        from ._record import StudyKeys
+        from ._studies import upgrade_identity
+
+        stored = upgrade_identity(study.user_attrs.get(StudyKeys.CONFIG) or {})
+        over = {"proxy": stored.get("proxy"), "proxy_score": stored.get("proxy_score"),
+                "zero_cost_method": stored.get("zero_cost_method")}
+        return dataclasses.replace(self, **{k: v for k, v in over.items() if v is not None})
 
     def identity(self) -> dict[str, Any]:
         """Settings a study is bound to: resuming it with different ones is refused."""
         return {"device": self.device, "dataset": self.dataset, "proxy": self.proxy, "resolution": self.resolution,
                 "zero_cost_method": self.zero_cost_method if self.proxy == "zero-cost" else None,
+                "proxy_score": self.proxy_score if self.proxy == "train" else None,
                 "proxy_config": self.proxy_config().to_dict(), "latency_max": self.latency_max,
                 "rungs": [r.images for r in self.ladder()], "eta": self.eta if len(self.ladder()) > 1 else None,
                 "top_seeds": len(self.ladder()[-1].seeds)}
@@ -275,3 +316,5 @@ class SearchResult:
     latency_label: str
     verdicts: dict[str, Any] = field(default_factory=dict)
     """Baseline name -> :class:`nas._report.Verdict` (dominated, tie within noise, not dominated, n/a)."""
+    metric: str = "proxy accuracy"
+    """The name of the first objective, as the study was searched (:func:`metric_name`)."""

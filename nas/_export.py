@@ -23,6 +23,7 @@ from typing import Any
 
 from search_space import check_int
 
+from ._config import metric_name, score_is_accuracy
 from ._errors import ExportError
 from ._record import StudyData, StudyKeys, TrialRecord
 from ._storage import load_existing_study, open_storage, redact_url, resolve_storage_url
@@ -56,7 +57,10 @@ class ExportResult:
     ort_cpu_lut_ms: float | None
     search_latency_ms: float
     search_device: str
-    accuracy: float
+    score: float
+    """The study's first objective (the proxy accuracy, minus the validation loss, or a zero-cost score)."""
+    accuracy: float | None = None
+    """Mean proxy validation accuracy over the seeds (None for a zero-cost score)."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -401,13 +405,18 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
         weights_note = "none: exported with --no-weights"
     model.eval()
 
+    proxy = ident.get("proxy", "train")
+    by_accuracy = score_is_accuracy(proxy, ident.get("proxy_score"))
+    score = float(best.values[0])
+    accuracy = score if by_accuracy else rec.mean_accuracy if proxy == "train" else None
     files = ["config.json"]
     meta = {
         "study": st.study_name, "trial": t.number, "storage": redact_url(resolve_storage_url(storage)),
         "genome_key": genome.key(), "device": device, "latency_ms": float(best.values[1]),
         "latency_source": rec.latency_source or "?", "latency_resolution": res,
-        "metric": "proxy accuracy" if ident.get("proxy", "train") == "train" else "zero-cost score",
-        "accuracy": float(best.values[0]), "accuracy_sd": rec.accuracy_sd, "seeds": rec.n_seeds,
+        "metric": metric_name(proxy, ident.get("proxy_score"), ident.get("zero_cost_method")),
+        "score": score, "score_sd": rec.score_sd(by_accuracy), "accuracy": accuracy,
+        "accuracy_sd": rec.accuracy_sd if accuracy is not None else None, "seeds": rec.n_seeds,
         "weights_accuracy": rec.accuracies[0] if rec.accuracies else None,
         "rung": rec.rung_or_zero, "fidelity": rec.fidelity, "dataset": data.name, "proxy": data.proxy,
         "proxy_resolution": data.proxy_resolution, "weights": has_weights,
@@ -457,7 +466,7 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
     result = ExportResult(
         out_dir=out, architecture=arch, trial=t.number, files=files + ["README.md"], has_weights=has_weights,
         onnx_max_abs_diff=diff["onnx_vs_torch"], ort_cpu_measured_ms=measured, ort_cpu_lut_ms=lut_ms,
-        search_latency_ms=float(best.values[1]), search_device=device, accuracy=float(best.values[0]),
+        search_latency_ms=float(best.values[1]), search_device=device, score=score, accuracy=accuracy,
         extra={"wall_ms": clocks.wall.median_ms, "clock": "thread CPU time" if clocks.cpu is not None else "wall",
                "samples": clocks.wall.runs, "lut_note": lut_note, "versions": versions, "diff": diff,
                "coreml": coreml_note, "weights_note": weights_note,
@@ -479,6 +488,21 @@ def _default_permissions(folder: Path) -> None:
     os.chmod(folder, 0o777 & ~mask)
 
 
+def _score_line(r: ExportResult, m: dict[str, Any], data: StudyData) -> str:
+    """The card's sentence on what the proxy scored (accuracy first, the ranked score beside it when it differs)."""
+    def sd(key: str) -> str:
+        return f" +- {m[key]:.4f} (sd over {m['seeds']} seeds)" if m.get(key) is not None else ""
+
+    if r.accuracy is None:
+        return f"{m['metric']}: {r.score:.4f}"
+    line = (f"proxy accuracy: **{r.accuracy:.4f}**{sd('accuracy_sd')} on the {data.name} validation subset after the "
+            f"search's short proxy training at rung {m.get('rung', 0)}"
+            + (f" ({m['fidelity']:,} training images)" if m.get("fidelity") else ""))
+    if r.score != r.accuracy:
+        line += f"; the search ranked by {m['metric']}: {r.score:.4f}{sd('score_sd')}"
+    return line
+
+
 def _card(r: ExportResult, genome, data: StudyData) -> str:
     from latency_lut import cpu_description
 
@@ -491,11 +515,7 @@ def _card(r: ExportResult, genome, data: StudyData) -> str:
         lut += f" ({r.ort_cpu_lut_ms / r.ort_cpu_measured_ms - 1:+.1%} vs measured)"
     search_how = r.extra["label"] + (f"; this network {r.extra['latency_error']}" if r.extra.get("latency_error")
                                      else "")
-    sd = f" +- {m['accuracy_sd']:.4f} (sd over {m['seeds']} seeds)" if m.get("accuracy_sd") is not None else ""
-    acc_line = (f"{m['metric']}: **{r.accuracy:.4f}**{sd} on the {data.name} validation subset after the "
-                f"search's short proxy training at rung {m.get('rung', 0)}"
-                + (f" ({m['fidelity']:,} training images)" if m.get("fidelity") else "")
-                if m["metric"] == "proxy accuracy" else f"{m['metric']}: {r.accuracy:.4f}")
+    acc_line = _score_line(r, m, data)
     if r.has_weights and m.get("seeds", 1) > 1 and m.get("weights_accuracy") is not None:
         acc_line += (f". The weights here are those of the first seed, which scored {m['weights_accuracy']:.4f}; the "
                      "accuracy above is the mean over the seeds")
@@ -586,7 +606,7 @@ def export_pareto(
     check_model_name(f"{base}_trial0")
     st = load_existing_study(storage, study, must_exist=True)
     # the front at the highest rung reached, as the search reports it
-    front = collect(SearchConfig(storage=storage, study=study, baselines=False), st).front()
+    front = collect(SearchConfig(storage=storage, study=study, baselines=False).scored_as_stored(st), st).front()
     if not front:
         raise ExportError(f"study {study!r} has no complete feasible trial to export")
     jobs = []
@@ -606,11 +626,13 @@ def export_pareto(
 
 
 def summary_lines(results: Sequence[ExportResult]) -> list[str]:
-    """The CLI's table of what was exported."""
-    rows = [f"{'trial':>6} {'accuracy':>9} {'search ms':>10} {'ort-cpu ms':>11} {'LUT ms':>8} {'onnx diff':>9}  "
-            "folder"]
+    """The CLI's table of what was exported (``score``: the study's first objective)."""
+    rows = [f"{'trial':>6} {'accuracy':>9} {'score':>9} {'search ms':>10} {'ort-cpu ms':>11} {'LUT ms':>8} "
+            f"{'onnx diff':>9}  folder"]
     for r in results:
         lut = f"{r.ort_cpu_lut_ms:.3f}" if r.ort_cpu_lut_ms is not None else "n/a"
-        rows.append(f"{r.trial:>6} {r.accuracy:>9.4f} {r.search_latency_ms:>10.3f} {r.ort_cpu_measured_ms:>11.3f} "
-                    f"{lut:>8} {r.onnx_max_abs_diff:>9.1e}  {r.out_dir} ({r.architecture})")
+        acc = f"{r.accuracy:.4f}" if r.accuracy is not None else "n/a"
+        rows.append(f"{r.trial:>6} {acc:>9} {r.score:>9.4f} {r.search_latency_ms:>10.3f} "
+                    f"{r.ort_cpu_measured_ms:>11.3f} {lut:>8} {r.onnx_max_abs_diff:>9.1e}  {r.out_dir} "
+                    f"({r.architecture})")
     return rows

@@ -44,17 +44,25 @@ def train_device(name: str) -> str:
 
 @dataclass
 class Score:
-    """One evaluation's outcome: the mean over its seeds, each seed's accuracy, and training facts."""
+    """One evaluation's outcome: its first objective value (the mean over its seeds of the accuracy, or of minus
+    the validation loss, or a zero-cost score), each seed's accuracy and loss, and training facts."""
 
-    accuracy: float
-    accuracies: list[float]
+    value: float
     seeds: list[int]
+    accuracies: list[float] | None = None
+    losses: list[float] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     state_dict: dict | None = None
 
-    @property
-    def sd(self) -> float | None:
-        return statistics.stdev(self.accuracies) if len(self.accuracies) > 1 else None
+    def record_fields(self) -> dict[str, Any]:
+        """The :class:`~nas._record.TrialRecord` fields of this outcome (the spreads only with two seeds or more)."""
+        out: dict[str, Any] = {"seeds": self.seeds}
+        for name, vals in (("accuracy", self.accuracies), ("loss", self.losses)):
+            if vals is not None:
+                out["accuracies" if name == "accuracy" else "losses"] = vals
+                if len(vals) > 1:
+                    out[f"{name}_sd"] = statistics.stdev(vals)
+        return {**out, **{k: v for k, v in self.info.items() if v is not None}}
 
 
 class Evaluator:
@@ -82,17 +90,18 @@ class Evaluator:
             t0 = time.perf_counter()
             s = float(zero_cost_score(genome, self.data, method=self.config.zero_cost_method,
                                       resolution=self.config.proxy_config(rung).resolution, seed=self.config.seed))
-            return Score(s, [s], [self.config.seed], {"seconds": round(time.perf_counter() - t0, 3)})
+            return Score(s, [self.config.seed], info={"seconds": round(time.perf_counter() - t0, 3)})
         from ._proxy import train_proxy
 
         results = [train_proxy(genome, self.data, config=self.config.proxy_config(rung), device=self.device,
                                seed=seed, keep_weights=keep_weights and i == 0) for i, seed in enumerate(rung.seeds)]
-        accs = [float(r.accuracy) for r in results]
+        accs, losses = [float(r.accuracy) for r in results], [float(r.loss) for r in results]
         first = results[0]
         info = {"seconds": round(sum(r.seconds for r in results), 3), "epochs_run": first.epochs_run,
                 "stopped_early": any(r.stopped_early for r in results), "stop_reason": first.stop_reason,
-                "num_params": first.num_params, "loss": statistics.fmean(r.loss for r in results)}
-        return Score(statistics.fmean(accs), accs, list(rung.seeds), info, first.state_dict)
+                "num_params": first.num_params, "loss": statistics.fmean(losses)}
+        value = statistics.fmean(accs) if self.config.score_is_accuracy else -statistics.fmean(losses)
+        return Score(value, list(rung.seeds), accs, losses, info, first.state_dict)
 
 
 def candidate_objective(config: SearchConfig, evaluator: Evaluator, studies, *, deadline: float | None = None,
@@ -205,21 +214,19 @@ def _evaluate(config: SearchConfig, evaluator: Evaluator, studies, trial, genome
     except Exception as e:
         set_attrs(trial, fail_reason=f"{type(e).__name__}: {e}")
         raise
-    set_attrs(trial, seeds=s.seeds, accuracies=s.accuracies,
-              **({"accuracy_sd": s.sd} if s.sd is not None else {}),
-              **{k: v for k, v in s.info.items() if v is not None})
-    if keep and s.state_dict is not None and not is_dominated((s.accuracy, lat), _top_points(studies, rung)):
+    set_attrs(trial, **s.record_fields())
+    if keep and s.state_dict is not None and not is_dominated((s.value, lat), _top_points(studies, rung)):
         path = (config.out_dir / "weights" / f"trial_{candidate}.safetensors").resolve()
         _save_weights(s.state_dict, path)
         set_attrs(trial, weights=str(path))
     if baseline is not None:
         _logger.info("baseline %s at rung %d: %s %.4f, latency %.3f ms", baseline, rung.index, config.metric,
-                     s.accuracy, lat)
-    return s.accuracy, lat
+                     s.value, lat)
+    return s.value, lat
 
 
 def _top_points(studies, rung: Rung) -> list[tuple[float, float]]:
-    """(accuracy, latency) of the feasible candidates already complete at the top rung."""
+    """(score, latency) of the feasible candidates already complete at the top rung."""
     import optuna
 
     handle = studies.search if rung.index == 0 else studies.rungs

@@ -97,8 +97,12 @@ class TrialRecord:
             trials are their own candidate).
         baseline: Zoo name of a seed baseline evaluation.
         seeds: Proxy-training seeds of this evaluation (the top rung trains at least two).
-        accuracies: Accuracy of each seed, in the order of ``seeds``; the trial's value is their mean.
+        accuracies: Validation accuracy of each seed, in the order of ``seeds`` (trained proxies only).
         accuracy_sd: Sample standard deviation of ``accuracies`` (None with one seed).
+        losses: Validation loss (cross-entropy) of each seed, in the order of ``seeds`` (trained proxies only).
+        loss_sd: Sample standard deviation of ``losses`` (None with one seed).
+            The trial's first value is the mean of what ``--proxy-score`` names: the accuracies, or minus the
+            losses (:meth:`score_sd` is its spread); a zero-cost trial's value is its score.
         latency_ms, latency_source, latency_resolution: Latency on the search device, how it was obtained
             (``measured``, ``predicted``, ``imported``) and at which resolution.
         feasible: Within ``--latency-max`` (None: no budget).
@@ -106,7 +110,8 @@ class TrialRecord:
         duplicate_of: The trial that already scored this key.
         skipped: Why a trial ended without training (the study reached its target).
         fail_reason: The error that failed the trial.
-        seconds, epochs_run, stopped_early, stop_reason, num_params, loss: From proxy training.
+        seconds, epochs_run, stopped_early, stop_reason, num_params: From proxy training.
+        loss: Mean of ``losses``.
         weights: Path of the trained weights (safetensors) kept for export.
         worker_pid: Process that ran the trial.
     """
@@ -121,6 +126,8 @@ class TrialRecord:
     seeds: list[int] | None = None
     accuracies: list[float] | None = None
     accuracy_sd: float | None = None
+    losses: list[float] | None = None
+    loss_sd: float | None = None
     latency_ms: float | None = None
     latency_source: str | None = None
     latency_resolution: int | None = None
@@ -165,6 +172,16 @@ class TrialRecord:
         return len(self.seeds) if self.seeds else 1
 
     @property
+    def mean_accuracy(self) -> float | None:
+        """Mean validation accuracy over the seeds (None: a zero-cost trial, or one of a version that did not
+        record them)."""
+        return sum(self.accuracies) / len(self.accuracies) if self.accuracies else None
+
+    def score_sd(self, score_is_accuracy: bool) -> float | None:
+        """The seed-to-seed spread of the trial's first value: ``accuracy_sd`` or ``loss_sd``."""
+        return self.accuracy_sd if score_is_accuracy else self.loss_sd
+
+    @property
     def is_skip(self) -> bool:
         """Ended without training anything (a duplicate, or not needed)."""
         return self.duplicate_of is not None or self.skipped is not None
@@ -187,7 +204,7 @@ def set_attrs(trial, **fields: Any) -> None:
 
 
 RESET_ON_RETRY = ("duplicate_of", "skipped", "fail_reason", "rejected", "weights", "seeds", "accuracies",
-                  "accuracy_sd", "seconds", "epochs_run", "stopped_early", "stop_reason", "loss")
+                  "accuracy_sd", "losses", "loss_sd", "seconds", "epochs_run", "stopped_early", "stop_reason", "loss")
 """Outcome fields a heartbeat retry inherits from its failed original (Optuna copies user attributes); every
 objective clears them first, so a retry never shows its original's results."""
 

@@ -17,8 +17,8 @@ from typing import Any
 
 from search_space import atomic_path, atomic_write
 
-__all__ = ["Candidate", "Verdict", "baseline_verdict", "claim_run_folder", "check_run_folder", "dominates",
-           "is_dominated", "pareto_front", "pooled_seed_sd", "run_folder_name", "write_run_folder"]
+__all__ = ["Candidate", "Verdict", "accuracy_beside", "baseline_verdict", "claim_run_folder", "check_run_folder",
+           "dominates", "is_dominated", "pareto_front", "pooled_seed_sd", "run_folder_name", "write_run_folder"]
 
 _logger = logging.getLogger(__name__)
 
@@ -123,10 +123,15 @@ NOISE_Z = 2.0
 @dataclass(frozen=True)
 class Candidate:
     """One evaluated architecture at one rung: a search candidate (``number`` = its rung-0 trial) or a seed
-    baseline; ``accuracy`` is the mean over ``seeds`` seeds, ``accuracy_sd`` their standard deviation."""
+    baseline.
+
+    ``score`` is what the search ranks (higher is better: the proxy accuracy, minus the validation loss, or a
+    zero-cost score), the mean over ``seeds`` seeds with ``score_sd`` their standard deviation; ``accuracy`` and
+    ``accuracy_sd`` are the proxy's validation accuracy the same way (None for a zero-cost score), equal to the
+    score's when the score is the accuracy."""
 
     number: int
-    accuracy: float
+    score: float
     latency_ms: float
     genome: dict[str, Any]
     latency_source: str
@@ -138,6 +143,8 @@ class Candidate:
     stopped_early: bool = False
     weights: str | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    score_sd: float | None = None
+    accuracy: float | None = None
     accuracy_sd: float | None = None
     seeds: int = 1
     fidelity: int | None = None
@@ -149,19 +156,27 @@ class Candidate:
         return self.name or f"trial {self.number}"
 
     @property
+    def shown_score(self) -> str:
+        """``mean +- sd`` of the score (or the single value)."""
+        return _mean_sd(self.score, self.score_sd)
+
+    @property
     def shown_accuracy(self) -> str:
-        """``mean +- sd`` (or the single value)."""
-        sd = f" +- {self.accuracy_sd:.4f}" if self.accuracy_sd is not None else ""
-        return f"{self.accuracy:.4f}{sd}"
+        """``mean +- sd`` of the accuracy (``n/a`` for a zero-cost score)."""
+        return "n/a" if self.accuracy is None else _mean_sd(self.accuracy, self.accuracy_sd)
+
+
+def _mean_sd(mean: float, sd: float | None) -> str:
+    return f"{mean:.4f}" + (f" +- {sd:.4f}" if sd is not None else "")
 
 
 def dominates(a: Candidate, b: Candidate) -> bool:
-    """``a`` is at least as accurate and as fast as ``b``, and strictly better in one."""
-    return is_dominated((b.accuracy, b.latency_ms), [(a.accuracy, a.latency_ms)])
+    """``a`` scores at least as high and is at least as fast as ``b``, and is strictly better in one."""
+    return is_dominated((b.score, b.latency_ms), [(a.score, a.latency_ms)])
 
 
 def is_dominated(point: tuple[float, float], points: Sequence[tuple[float, float]]) -> bool:
-    """Whether some ``(accuracy, latency_ms)`` in ``points`` dominates ``point`` (the rule of :func:`dominates`)."""
+    """Whether some ``(score, latency_ms)`` in ``points`` dominates ``point`` (the rule of :func:`dominates`)."""
     acc, lat = point
     return any(a >= acc and ms <= lat and (a > acc or ms < lat) for a, ms in points)
 
@@ -170,7 +185,7 @@ def pareto_front(cands: Sequence[Candidate]) -> list[Candidate]:
     """The non-dominated feasible candidates, fastest first (duplicates of one point are all kept)."""
     pool = [c for c in cands if c.feasible]
     front = [c for c in pool if not any(dominates(o, c) for o in pool)]
-    return sorted(front, key=lambda c: (c.latency_ms, -c.accuracy, c.number))
+    return sorted(front, key=lambda c: (c.latency_ms, -c.score, c.number))
 
 
 def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], baselines: Sequence[Candidate],
@@ -185,19 +200,19 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
     rest = [c for c in cands if id(c) not in on_front]
     for rung in sorted({c.rung for c in rest}):
         pts = [c for c in rest if c.rung == rung]
-        ax.scatter([c.latency_ms for c in pts], [c.accuracy for c in pts], s=14 + 8 * rung,
+        ax.scatter([c.latency_ms for c in pts], [c.score for c in pts], s=14 + 8 * rung,
                    c=str(0.75 - 0.2 * min(rung, 3)), label=f"highest rung {rung} (dominated, over budget or not "
                    "promoted)")
     if front:
         xs = [c.latency_ms for c in front]
-        ys = [c.accuracy for c in front]
+        ys = [c.score for c in front]
         ax.step(xs, ys, where="post", c="tab:blue", lw=1.5)
-        ax.errorbar(xs, ys, yerr=[c.accuracy_sd or 0.0 for c in front], fmt="o", ms=5, c="tab:blue", capsize=3,
+        ax.errorbar(xs, ys, yerr=[c.score_sd or 0.0 for c in front], fmt="o", ms=5, c="tab:blue", capsize=3,
                     zorder=3, label=f"Pareto front (rung {front[0].rung}, mean +- sd over seeds)")
     for b in baselines:
-        ax.errorbar([b.latency_ms], [b.accuracy], yerr=[b.accuracy_sd or 0.0], fmt="*", ms=12, c="tab:red",
+        ax.errorbar([b.latency_ms], [b.score], yerr=[b.score_sd or 0.0], fmt="*", ms=12, c="tab:red",
                     capsize=3, zorder=4, label="seed baselines (at their highest rung)" if b is baselines[0] else None)
-        ax.annotate(f"{b.name} (r{b.rung})", (b.latency_ms, b.accuracy), textcoords="offset points", xytext=(5, 4),
+        ax.annotate(f"{b.name} (r{b.rung})", (b.latency_ms, b.score), textcoords="offset points", xytext=(5, 4),
                     fontsize=7, color="tab:red")
     import textwrap
 
@@ -213,10 +228,15 @@ def _plot(path: Path, cands: Sequence[Candidate], front: Sequence[Candidate], ba
         plt.close(fig)
 
 
+def _round(x: float | None) -> float | None:
+    return None if x is None else round(x, 6)
+
+
 def _row(c: Candidate, latency_label: str) -> dict[str, Any]:
     return {
-        "trial": c.number, "name": c.label, "baseline": c.baseline, "accuracy": round(c.accuracy, 6),
-        "accuracy_sd": None if c.accuracy_sd is None else round(c.accuracy_sd, 6), "seeds": c.seeds,
+        "trial": c.number, "name": c.label, "baseline": c.baseline, "score": round(c.score, 6),
+        "score_sd": _round(c.score_sd), "accuracy": _round(c.accuracy), "accuracy_sd": _round(c.accuracy_sd),
+        "seeds": c.seeds,
         "fidelity": c.fidelity, "rung": c.rung,
         "latency_ms": round(c.latency_ms, 6), "latency_source": c.latency_source, "latency_label": latency_label,
         "latency_error": c.latency_error,
@@ -296,8 +316,9 @@ def _fmt(c: Candidate) -> str:
 
 
 def pooled_seed_sd(evals: Sequence[Candidate]) -> float | None:
-    """The seed-to-seed standard deviation pooled over every evaluation with two or more seeds (None: none)."""
-    var = [c.accuracy_sd ** 2 for c in evals if c.seeds >= 2 and c.accuracy_sd is not None]
+    """The seed-to-seed standard deviation of the score pooled over every evaluation with two or more seeds
+    (None: none)."""
+    var = [c.score_sd ** 2 for c in evals if c.seeds >= 2 and c.score_sd is not None]
     return math.sqrt(sum(var) / len(var)) if var else None
 
 
@@ -305,7 +326,7 @@ def pooled_seed_sd(evals: Sequence[Candidate]) -> float | None:
 class Verdict:
     """How a baseline compares with the candidates evaluated at its rung.
 
-    ``kind``: ``dominated`` (a candidate as fast or faster is more accurate by more than the noise margin),
+    ``kind``: ``dominated`` (a candidate as fast or faster scores higher by more than the noise margin),
     ``tie`` (one as fast or faster is within the margin), ``not dominated`` or ``n/a`` (no candidate was priced
     at the baseline's resolution).
     """
@@ -323,7 +344,7 @@ class Verdict:
             return "no"
         what = "yes" if self.kind == "dominated" else "tie within noise"
         noise = f"margin {self.margin:.4f}" if self.noise_measured else "noise not measured"
-        return (f"{what} (trial {self.by.number}: {self.by.shown_accuracy} at {self.by.latency_ms:.3f} ms, rung "
+        return (f"{what} (trial {self.by.number}: {self.by.shown_score} at {self.by.latency_ms:.3f} ms, rung "
                 f"{self.by.rung}; {noise})")
 
 
@@ -331,7 +352,7 @@ def baseline_verdict(b: Candidate, peers: Sequence[Candidate], sd: float | None)
     """Epsilon-dominance of baseline ``b`` by the feasible ``peers`` (candidates at ``b``'s rung).
 
     The margin of candidate ``c`` is ``NOISE_Z * sd * sqrt(1/seeds_c + 1/seeds_b)``: the standard error of a
-    difference of two means of seed-averaged accuracies, with ``sd`` the pooled seed-to-seed spread (measured at
+    difference of two means of seed-averaged scores, with ``sd`` the pooled seed-to-seed spread (measured at
     the top rung; a lower rung is assumed no less noisy). Without a measured ``sd`` the margin is 0 and the
     verdict says so.
     """
@@ -340,16 +361,16 @@ def baseline_verdict(b: Candidate, peers: Sequence[Candidate], sd: float | None)
     same = [c for c in peers if c.feasible and c.latency_resolution == b.latency_resolution]
     if not same:
         return Verdict("n/a", why=f"priced at {b.latency_resolution}px, the candidates at another resolution")
-    faster = sorted((c for c in same if c.latency_ms <= b.latency_ms), key=lambda c: -c.accuracy)
+    faster = sorted((c for c in same if c.latency_ms <= b.latency_ms), key=lambda c: -c.score)
 
     def margin(c: Candidate) -> float:
         return 0.0 if sd is None else NOISE_Z * sd * math.sqrt(1 / c.seeds + 1 / b.seeds)
 
     for c in faster:
-        if c.accuracy - b.accuracy > margin(c):
+        if c.score - b.score > margin(c):
             return Verdict("dominated", c, margin(c), sd is not None)
     for c in faster:
-        if c.accuracy - b.accuracy >= -margin(c) and (sd is not None or c.accuracy > b.accuracy):
+        if c.score - b.score >= -margin(c) and (sd is not None or c.score > b.score):
             return Verdict("tie", c, margin(c), sd is not None)
     return Verdict("not dominated", None, 0.0, sd is not None)
 
@@ -380,29 +401,38 @@ def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
     if meta.get("failures"):
         lines.append("- failures: " + "; ".join(f"trial {n}: {r}" for n, r in meta["failures"][:10]))
     rung = front[0].rung if front else None
+    acc = accuracy_beside(list(front) + list(baselines))
+    acc_head, acc_rule = (" proxy accuracy (mean +- sd) |", " --- |") if acc else ("", "")
     lines += ["", f"## Pareto front (rung {rung}, the highest reached)" if front else "## Pareto front", "",
-              f"| trial | {metric} (mean +- sd) | seeds | latency (ms) | source | latency error | params | "
-              "architecture |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+              f"| trial | {metric} (mean +- sd) |{acc_head} seeds | latency (ms) | source | latency error | params | "
+              "architecture |", f"| --- | --- |{acc_rule} --- | --- | --- | --- | --- | --- |"]
     for c in front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
-        lines.append(f"| {c.number} | {c.shown_accuracy} | {c.seeds} | {c.latency_ms:.3f} | {c.latency_source} | "
-                     f"{c.latency_error or 'as labelled'} | {params} | {_fmt(c)} |")
+        shown_acc = f" {c.shown_accuracy} |" if acc else ""
+        lines.append(f"| {c.number} | {c.shown_score} |{shown_acc} {c.seeds} | {c.latency_ms:.3f} | "
+                     f"{c.latency_source} | {c.latency_error or 'as labelled'} | {params} | {_fmt(c)} |")
     if baselines:
         lines += ["", "## Seed baselines (same proxy and rungs)", "",
-                  f"| model | {metric} (mean +- sd) | rung | latency (ms) | at | dominated by a candidate at its "
-                  "rung? |", "| --- | --- | --- | --- | --- | --- |"]
+                  f"| model | {metric} (mean +- sd) |{acc_head} rung | latency (ms) | at | dominated by a candidate "
+                  f"at its rung? |", f"| --- | --- |{acc_rule} --- | --- | --- | --- |"]
         for b in baselines:
             v = verdicts.get(b.name)
-            lines.append(f"| {b.name} | {b.shown_accuracy} | {b.rung} | {b.latency_ms:.3f} | "
+            shown_acc = f" {b.shown_accuracy} |" if acc else ""
+            lines.append(f"| {b.name} | {b.shown_score} |{shown_acc} {b.rung} | {b.latency_ms:.3f} | "
                          f"{b.latency_resolution}px | {v.text() if v else '?'} |")
         kinds = [v.kind for v in verdicts.values()]
         lines += ["", f"Of the {sum(k != 'n/a' for k in kinds)} baselines priced at the search's resolution, "
-                      f"{kinds.count('dominated')} are dominated (more accurate beyond the noise margin at equal or "
-                      f"lower latency, compared at the baseline's rung), {kinds.count('tie')} tie within noise and "
-                      f"{kinds.count('not dominated')} are not dominated."]
+                      f"{kinds.count('dominated')} are dominated (a higher {metric} beyond the noise margin at "
+                      f"equal or lower latency, compared at the baseline's rung), {kinds.count('tie')} tie within "
+                      f"noise and {kinds.count('not dominated')} are not dominated."]
     lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`; proxy weights of front "
               "trials in `weights/`.", ""]
     return "\n".join(lines)
+
+
+def accuracy_beside(shown: Sequence[Candidate]) -> bool:
+    """Whether a table of ``shown`` needs an accuracy column beside the score (the score is not the accuracy)."""
+    return any(c.accuracy is not None and c.accuracy != c.score for c in shown)
 
 
 def _images(fidelity: int | None, proxy: str | None) -> str:

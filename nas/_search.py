@@ -114,19 +114,26 @@ def run_search(config: SearchConfig, *, progress: bool = True) -> SearchResult:
 
 
 # -- reading the studies back ------------------------------------------------------------------------------------
-def candidate_from_trial(t, *, rec: TrialRecord | None = None) -> Candidate:
+def candidate_from_trial(t, config: SearchConfig, *, rec: TrialRecord | None = None) -> Candidate:
     """A complete evaluation (of any of the three studies) as a report :class:`Candidate`."""
     rec = rec or TrialRecord.from_trial(t)
     baseline = rec.baseline is not None
+    score = float(t.values[0])
+    if config.score_is_accuracy:  # a trial of a version that did not record each seed's accuracy reads the same
+        accuracy, accuracy_sd = score, rec.accuracy_sd
+    else:
+        accuracy = rec.mean_accuracy if config.proxy == "train" else None
+        accuracy_sd = rec.accuracy_sd if accuracy is not None else None
     return Candidate(
         number=rec.candidate if rec.candidate is not None and not baseline else t.number,
-        accuracy=float(t.values[0]), latency_ms=float(t.values[1]), genome=rec.genome or {},
+        score=score, latency_ms=float(t.values[1]), genome=rec.genome or {},
         latency_source=rec.latency_source or "?", latency_resolution=int(rec.latency_resolution or 0),
         name=rec.baseline or "", baseline=baseline, feasible=rec.counts_as_feasible, params=rec.num_params,
         stopped_early=bool(rec.stopped_early), weights=rec.weights,
         extra={k: v for k, v in (("duplicate_of", rec.duplicate_of), ("stop_reason", rec.stop_reason),
                                  ("seconds", rec.seconds)) if v is not None},
-        accuracy_sd=rec.accuracy_sd, seeds=rec.n_seeds, fidelity=rec.fidelity, rung=rec.rung_or_zero,
+        score_sd=rec.score_sd(config.score_is_accuracy), accuracy=accuracy, accuracy_sd=accuracy_sd,
+        seeds=rec.n_seeds, fidelity=rec.fidelity, rung=rec.rung_or_zero,
     )
 
 
@@ -184,19 +191,19 @@ def collect(config: SearchConfig, study=None) -> Collected:
     trials = study.get_trials(deepcopy=False)
     for t in trials:
         if t.state == S.COMPLETE and t.values:
-            c = candidate_from_trial(t)
+            c = candidate_from_trial(t, config)
             out.by_rung.setdefault(c.rung, {}).setdefault(c.number, c)
     for t in _companion_trials(storage, config.study_name + RUNGS_SUFFIX):
         rec = TrialRecord.from_trial(t)
         if t.state == S.COMPLETE and t.values:
-            c = candidate_from_trial(t, rec=rec)
+            c = candidate_from_trial(t, config, rec=rec)
             out.by_rung.setdefault(c.rung, {}).setdefault(c.number, c)
         elif t.state in (S.RUNNING, S.WAITING) and rec.candidate is not None:
             out.unfinished.add(rec.candidate)
     if config.baselines:
         for t in _companion_trials(storage, config.study_name + BASELINE_SUFFIX):
             if t.state == S.COMPLETE and t.values and TrialRecord.from_trial(t).baseline is not None:
-                b = candidate_from_trial(t)
+                b = candidate_from_trial(t, config)
                 out.baselines_by_rung.setdefault(b.rung, {}).setdefault(b.name, b)
     recs = [(t, TrialRecord.from_trial(t)) for t in trials]
     out.counts = {
@@ -225,6 +232,7 @@ def write_report(config: SearchConfig) -> SearchResult:
     """Write the run folder from what the storage holds now (also ``--report-only``); returns the front and
     baselines. The proxy description and dataset source are those stored with the study."""
     study = load_existing_study(open_storage(config.storage, heartbeat_interval=None), config.study_name)
+    config = config.scored_as_stored(study)
     claim_run_folder(config.out_dir, config.study_name, study.user_attrs.get(StudyKeys.UID))
     got = collect(config, study)
     data = StudyData.of(study)
@@ -245,7 +253,7 @@ def write_report(config: SearchConfig) -> SearchResult:
                              verdicts=verdicts, meta=meta, metric=config.metric, latency_label=label)
     _prune_weights(config, front, got.unfinished)
     return SearchResult(front=front, baselines=baselines, candidates=candidates, files=files,
-                        latency_label=label, verdicts=verdicts)
+                        latency_label=label, verdicts=verdicts, metric=config.metric)
 
 
 def _with_latency_errors(config: SearchConfig, shown: Sequence[Candidate]) -> list[Candidate]:

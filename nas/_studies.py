@@ -205,7 +205,8 @@ def upgrade_identity(stored: dict[str, Any]) -> dict[str, Any]:
     """A study identity stored by an earlier version in today's form.
 
     The first versions stored ``epochs`` and ``proxy_resolution`` instead of the whole ``proxy_config``; every
-    version before the rungs trained one fidelity (one rung of ``train_size`` images, one seed).
+    version before the rungs trained one fidelity (one rung of ``train_size`` images, one seed); every version
+    before ``proxy_score`` ranked trained candidates by accuracy.
     """
     from ._proxy import ProxyConfig
 
@@ -217,6 +218,8 @@ def upgrade_identity(stored: dict[str, Any]) -> dict[str, Any]:
     if "rungs" not in out and "proxy_config" in out:
         train = out.get("proxy") == "train"
         out.update(rungs=[out["proxy_config"].get("train_size") if train else 0], eta=None, top_seeds=1)
+    if "proxy_score" not in out and "proxy" in out:
+        out["proxy_score"] = "accuracy" if out["proxy"] == "train" else None
     return out
 
 

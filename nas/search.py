@@ -1,7 +1,8 @@
 """python -m nas.search: hardware-aware multi-objective architecture search.
 
-Maximizes proxy accuracy (short training at low resolution, or a zero-cost score) and minimizes the
-latency of the deployed network on --device (from the latency LUT at --resolution). Every candidate is
+Maximizes a proxy score (short training at low resolution, ranked by validation accuracy or loss, or a
+zero-cost score) and minimizes the latency of the deployed network on --device (from the latency LUT at
+--resolution). Every candidate is
 first trained on the cheapest rung's images; the top 1/eta of each rung (non-dominated rank, then
 crowding distance) is retrained on eta times more, and the top rung averages --top-seeds seeds
 (successive halving). Results go to an Optuna storage (SQLite file by default; PostgreSQL for several
@@ -28,7 +29,7 @@ _logger = logging.getLogger("nas")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from ._config import PROXIES, SAMPLERS, ZERO_COST_METHODS
+    from ._config import PROXIES, PROXY_SCORES, SAMPLERS, ZERO_COST_METHODS
 
     p = argparse.ArgumentParser(prog="python -m nas.search", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -57,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("proxy")
     g.add_argument("--proxy", choices=PROXIES, default="train",
                    help="train: short training at low resolution; zero-cost: a training-free score (default train)")
+    g.add_argument("--proxy-score", choices=PROXY_SCORES, default="accuracy",
+                   help="what ranks a trained candidate: its validation accuracy, or its validation loss (the "
+                        "objective is then minus the loss; the accuracy is reported beside it). Default accuracy")
     g.add_argument("--zero-cost-method", choices=ZERO_COST_METHODS, default="naswot")
     g.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default), cifar10, cifar100, imagefolder:PATH, synthetic")
@@ -108,7 +112,8 @@ def main(argv: list[str] | None = None) -> int:
             proxy_resolution=args.proxy_resolution, proxy_width=args.proxy_width, proxy_min_map=args.proxy_min_map,
             proxy_images=args.proxy_images, rungs=args.rungs, eta=args.eta, top_seeds=args.top_seeds,
             train_device=args.train_device, seed=args.seed, out=args.out,
-            proxy=args.proxy, zero_cost_method=args.zero_cost_method, lut_db=args.lut_db, workers=args.workers,
+            proxy=args.proxy, proxy_score=args.proxy_score, zero_cost_method=args.zero_cost_method,
+            lut_db=args.lut_db, workers=args.workers,
             baselines=not args.no_baselines, population_size=args.population_size,
             heartbeat_interval=args.heartbeat_interval, grace_period=args.grace_period, threads=args.threads,
         )
@@ -144,23 +149,29 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _print_table(config, result) -> None:
+    from ._report import accuracy_beside
+
     rung = result.front[0].rung if result.front else 0
+    acc = accuracy_beside(result.front + result.baselines)
     print(f"\nPareto front of {config.study_name} at rung {rung} ({len(result.front)} of {len(result.candidates)} "
           f"candidates); latency: {result.latency_label}")
-    print(f"{'trial':>6} {(config.metric[:22] + ' mean +- sd'):>33} {'seeds':>5} {'latency ms':>11}  {'source':9} "
-          "params")
+    acc_head = f" {'accuracy mean +- sd':>21}" if acc else ""
+    print(f"{'trial':>6} {(result.metric[:27] + ' mean +- sd'):>38}{acc_head} {'seeds':>5} {'latency ms':>11}  "
+          f"{'source':9} params")
     for c in result.front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"
         error = f"  latency {c.latency_error}" if c.latency_error else ""
-        print(f"{c.number:>6} {c.shown_accuracy:>33} {c.seeds:>5} {c.latency_ms:>11.3f}  {c.latency_source:9} "
-              f"{params}{error}")
+        shown_acc = f" {c.shown_accuracy:>21}" if acc else ""
+        print(f"{c.number:>6} {c.shown_score:>38}{shown_acc} {c.seeds:>5} {c.latency_ms:>11.3f}  "
+              f"{c.latency_source:9} {params}{error}")
     if result.baselines:
         print("seed baselines (same proxy and rungs, each compared with the candidates at its highest rung):")
         for b in result.baselines:
             v = result.verdicts.get(b.name)
             verdict = {"dominated": "dominated by a candidate at its rung", "tie": "tie within noise",
                        "not dominated": "not dominated"}.get(v.kind if v else "", v.text() if v else "?")
-            print(f"{b.name:>14} {b.shown_accuracy:>25} {'r' + str(b.rung):>5} {b.latency_ms:>11.3f}  "
+            shown_acc = f" {b.shown_accuracy:>21}" if acc else ""
+            print(f"{b.name:>14} {b.shown_score:>30}{shown_acc} {'r' + str(b.rung):>5} {b.latency_ms:>11.3f}  "
                   f"{b.latency_source:9} {verdict}")
     print(f"run folder: {config.out_dir} (report.md, pareto.csv/json/png, genomes/)")
 

@@ -106,7 +106,7 @@ def test_rescore_retrains_each_front_member_on_the_unseen_seeds(monkeypatch: pyt
 
     monkeypatch.setattr(nas, "train_proxy", fake_train)
     cfg = SearchConfig(rungs=(1000, 3000)).for_train_device("cpu")
-    front = [Candidate(number=i, accuracy=0.9, latency_ms=1.0 + i, genome={"id": i}, latency_source="x",
+    front = [Candidate(number=i, score=0.9, accuracy=0.9, latency_ms=1.0 + i, genome={"id": i}, latency_source="x",
                        latency_resolution=224) for i in (1, 2)]
     out = bs.rescore(cfg, front, data=None)
     assert [c[2] for c in calls] == [*bs.RESCORE_SEEDS] * 2 and {c[1] for c in calls} == {3000}  # the top rung

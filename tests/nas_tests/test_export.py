@@ -147,10 +147,11 @@ def test_pareto_exports_each_front_trial(study, tmp_path, capsys):
     out = tmp_path / "front"
     assert _export(study, out, "--pareto") == 0, capsys.readouterr().err
     st = optuna.load_study(study_name="t", storage=f"sqlite:///{study['storage']}")
+    from nas import SearchConfig
     from nas._report import pareto_front
     from nas._search import candidate_from_trial
 
-    front = [c for c in pareto_front([candidate_from_trial(t) for t in st.get_trials(
+    front = [c for c in pareto_front([candidate_from_trial(t, SearchConfig()) for t in st.get_trials(
         states=(optuna.trial.TrialState.COMPLETE,))]) if "duplicate_of" not in c.extra]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"t_trial{c.number}" for c in front)
     for c in front:

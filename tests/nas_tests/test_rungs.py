@@ -88,8 +88,9 @@ def test_record_round_trips_and_refuses_unknown_fields():
 
 
 def _cand(n, acc, lat, *, sd=None, seeds=1, rung=0, name=""):
-    return Candidate(number=n, accuracy=acc, latency_ms=lat, genome={}, latency_source="predicted",
-                     latency_resolution=224, name=name, baseline=bool(name), accuracy_sd=sd, seeds=seeds, rung=rung)
+    return Candidate(number=n, score=acc, latency_ms=lat, genome={}, latency_source="predicted",
+                     latency_resolution=224, name=name, baseline=bool(name), score_sd=sd, accuracy=acc,
+                     accuracy_sd=sd, seeds=seeds, rung=rung)
 
 
 def test_a_baseline_is_dominated_only_beyond_the_noise():
@@ -331,3 +332,59 @@ def test_sigkill_during_a_promoted_evaluation_loses_only_that_evaluation(tmp_pat
     assert len(done) == len(set(done)) and not [t for t in rungs if t.state in (S.RUNNING, S.WAITING)]
     killed = next(t for t in rungs if t.state == S.FAIL)
     assert killed.user_attrs["genome_key"] in done  # ... and evaluated once by its retry
+
+
+def test_val_loss_score_ranks_by_minus_the_loss_and_reports_accuracy_beside(tmp_path, lut_db, capsys):
+    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines", "--proxy-score",
+                    "val-loss"))
+    assert rc == 0, capsys.readouterr().err
+    done = [t for t in _trials(tmp_path, "t") + _trials(tmp_path, "t" + RUNGS_SUFFIX) if t.state == S.COMPLETE]
+    assert done
+    for t in done:  # the objective is minus the mean validation loss; accuracy and loss of every seed recorded
+        a = t.user_attrs
+        assert len(a["losses"]) == len(a["accuracies"]) == len(a["seeds"])
+        assert t.values[0] == pytest.approx(-sum(a["losses"]) / len(a["losses"]))
+        assert (a.get("loss_sd") is not None) == (len(a["seeds"]) > 1)
+    doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
+    assert doc["metric"] == "minus proxy validation loss"
+    by_number = {t.number: t for t in done if t.user_attrs["rung"] == 1}
+    for r in doc["pareto"]:  # the front is ranked by the score, and carries the real accuracy beside it
+        t = by_number[r["trial"]] if r["trial"] in by_number else None
+        assert r["score"] < 0 and 0 <= r["accuracy"] <= 1 and r["score_sd"] is not None
+        if t is not None:
+            assert r["accuracy"] == pytest.approx(sum(t.user_attrs["accuracies"]) / 2, abs=1e-6)
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "minus proxy validation loss (mean +- sd) | proxy accuracy (mean +- sd)" in report
+    assert "accuracy mean +- sd" in capsys.readouterr().out
+    # the study is bound to its score: resuming it ranked by accuracy is refused, nothing is lost
+    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines"))
+    err = capsys.readouterr().err
+    assert rc == 2 and "proxy_score='val-loss' (now 'accuracy')" in err
+    assert len([t for t in _trials(tmp_path, "t") if t.state == S.COMPLETE]) == 4
+    # --report-only without the flag still reports the score the study was searched by
+    (tmp_path / "run" / "report.md").unlink()
+    assert main(_args(tmp_path, lut_db, "--report-only")) == 0
+    assert "minus proxy validation loss (mean +- sd)" in (tmp_path / "run" / "report.md").read_text()
+
+
+def test_an_identity_of_an_earlier_version_ranked_by_accuracy():
+    from nas._studies import upgrade_identity
+
+    old = SearchConfig(trials=2, rungs=(64,)).identity()
+    del old["proxy_score"]
+    assert upgrade_identity(old) == SearchConfig(trials=2, rungs=(64,)).identity()
+    zero = SearchConfig(trials=2, proxy="zero-cost").for_train_device("cpu").identity()
+    del zero["proxy_score"]
+    assert upgrade_identity(zero)["proxy_score"] is None
+
+
+@pytest.mark.parametrize("extra, needle", [
+    (["--proxy", "zero-cost", "--proxy-score", "val-loss"], "--proxy-score val-loss needs --proxy train"),
+    (["--proxy-score", "loss"], "invalid choice: 'loss'"),
+])
+def test_bad_score_options_give_one_message_and_store_nothing(tmp_path, lut_db, capsys, extra, needle):
+    with pytest.raises(SystemExit) if extra[-1] == "loss" else contextlib.nullcontext():
+        assert main(_args(tmp_path, lut_db, "--trials", "2", *extra)) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+    assert not (tmp_path / "s.db").exists() and not (tmp_path / "run").exists()
