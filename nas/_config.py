@@ -15,12 +15,13 @@ from ._report import RUNS_DIR, Candidate, run_folder_name
 from ._storage import resolve_storage_url
 
 __all__ = ["BASELINE_SUFFIX", "MAX_STUDY_NAME", "PROXIES", "PROXY_SCORES", "RUNGS_SUFFIX", "Rung", "SAMPLERS",
-           "SearchConfig", "SearchResult", "ZERO_COST_METHODS", "metric_name", "score_is_accuracy"]
+           "Scoring", "SearchConfig", "SearchResult", "ZERO_COST_METHODS"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
 PROXIES = ("train", "zero-cost")
 ZERO_COST_METHODS = ("naswot", "synflow")
 PROXY_SCORES = ("accuracy", "val-loss")
+ACCURACY_METRIC = "proxy accuracy"
 """What ranks a trained candidate (the first objective, higher is better): its validation accuracy, or minus its
 validation cross-entropy (``val-loss``). Both are recorded either way."""
 BASELINE_SUFFIX = ":baselines"
@@ -36,17 +37,67 @@ fewer rank nothing)."""
 _DEFAULTS = {"cpu": {"trials": 31, "top_images": 2000}, "cuda": {"trials": 200, "top_images": 36000}}
 
 
-def metric_name(proxy: str, proxy_score: str | None = "accuracy", zero_cost_method: str | None = None) -> str:
-    """The name of the first objective (the one home of it: the report, the dashboard and ``nas.export`` show it)."""
-    if proxy != "train":
-        return f"{zero_cost_method} score (zero-cost)"
-    return "proxy accuracy" if score_is_accuracy(proxy, proxy_score) else "minus proxy validation loss"
+@dataclass(frozen=True)
+class Scoring:
+    """What a study's first objective is (the one home of its name and of the accuracy read beside it).
 
+    Attributes:
+        proxy: ``train`` or ``zero-cost``.
+        proxy_score: For a trained proxy, ``accuracy`` or ``val-loss`` (:data:`PROXY_SCORES`); None reads as
+            ``accuracy`` (studies of versions before the option ranked by it).
+        zero_cost_method: The zero-cost score's method.
+    """
 
-def score_is_accuracy(proxy: str, proxy_score: str | None) -> bool:
-    """Whether the first objective of a study is the proxy accuracy itself (``proxy_score`` None: a study of a
-    version before the option, which ranked by accuracy)."""
-    return proxy == "train" and proxy_score in (None, "accuracy")
+    proxy: str = "train"
+    proxy_score: str | None = "accuracy"
+    zero_cost_method: str | None = None
+
+    @classmethod
+    def of_study(cls, study) -> Scoring:
+        """The scoring stored with ``study`` (its identity, in today's form)."""
+        from ._record import StudyKeys
+        from ._studies import upgrade_identity
+
+        stored = upgrade_identity(study.user_attrs.get(StudyKeys.CONFIG) or {})
+        return cls(proxy=stored.get("proxy") or "train", proxy_score=stored.get("proxy_score"),
+                   zero_cost_method=stored.get("zero_cost_method"))
+
+    @property
+    def trained(self) -> bool:
+        return self.proxy == "train"
+
+    @property
+    def is_accuracy(self) -> bool:
+        """Whether the first objective is the proxy accuracy itself."""
+        return self.trained and self.proxy_score in (None, "accuracy")
+
+    @property
+    def accuracy_column(self) -> bool:
+        """Whether tables show the accuracy beside the score (a trained proxy ranked by a loss)."""
+        return self.trained and not self.is_accuracy
+
+    @property
+    def metric(self) -> str:
+        """The first objective's name (the report, the dashboard and ``nas.export`` show it)."""
+        if not self.trained:
+            return f"{self.zero_cost_method} score (zero-cost)"
+        return ACCURACY_METRIC if self.is_accuracy else "minus proxy validation loss"
+
+    def accuracy(self, score: float, rec) -> tuple[float | None, float | None]:
+        """(mean accuracy, its seed SD) of a complete trial with first value ``score`` and record ``rec``
+        (None for a zero-cost score; a trial ranked by accuracy of a version that did not record each seed's
+        accuracy reads the same)."""
+        if self.is_accuracy:
+            return score, rec.accuracy_sd
+        if not self.trained or rec.mean_accuracy is None:
+            return None, None
+        return rec.mean_accuracy, rec.accuracy_sd
+
+    def score_sd(self, rec) -> float | None:
+        """The seed-to-seed spread of the first value: ``accuracy_sd`` or ``loss_sd`` (None for zero-cost)."""
+        if not self.trained:
+            return None
+        return rec.accuracy_sd if self.is_accuracy else rec.loss_sd
 
 
 @dataclass(frozen=True)
@@ -274,25 +325,20 @@ class SearchConfig:
         return dataclasses.replace(base, train_size=rung.images) if self.proxy == "train" else base
 
     @property
-    def metric(self) -> str:
-        return metric_name(self.proxy, self.proxy_score, self.zero_cost_method)
+    def scoring(self) -> Scoring:
+        return Scoring(self.proxy, self.proxy_score, self.zero_cost_method)
 
     @property
-    def score_is_accuracy(self) -> bool:
-        """Whether the first objective is the accuracy itself."""
-        return score_is_accuracy(self.proxy, self.proxy_score)
+    def metric(self) -> str:
+        return self.scoring.metric
 
     def scored_as_stored(self, study) -> SearchConfig:
-        """This config with the scoring of ``study`` as stored with it (``proxy``, ``proxy_score``,
-        ``zero_cost_method``), so that reading a study back (``--report-only``, ``nas.export``) names and derives
-        its objective as the search did, whatever options the reader passed."""
-        from ._record import StudyKeys
-        from ._studies import upgrade_identity
-
-        stored = upgrade_identity(study.user_attrs.get(StudyKeys.CONFIG) or {})
-        over = {"proxy": stored.get("proxy"), "proxy_score": stored.get("proxy_score"),
-                "zero_cost_method": stored.get("zero_cost_method")}
-        return dataclasses.replace(self, **{k: v for k, v in over.items() if v is not None})
+        """This config with the scoring stored with ``study`` (:meth:`Scoring.of_study`), so that reading a
+        study back (``--report-only``, ``nas.export``) names and derives its objective as the search did,
+        whatever options the reader passed."""
+        s = Scoring.of_study(study)
+        return dataclasses.replace(self, proxy=s.proxy, proxy_score=s.proxy_score or "accuracy",
+                                   zero_cost_method=s.zero_cost_method or self.zero_cost_method)
 
     def identity(self) -> dict[str, Any]:
         """Settings a study is bound to: resuming it with different ones is refused."""
@@ -316,5 +362,5 @@ class SearchResult:
     latency_label: str
     verdicts: dict[str, Any] = field(default_factory=dict)
     """Baseline name -> :class:`nas._report.Verdict` (dominated, tie within noise, not dominated, n/a)."""
-    metric: str = "proxy accuracy"
-    """The name of the first objective, as the study was searched (:func:`metric_name`)."""
+    scoring: Scoring = field(default_factory=Scoring)
+    """The first objective, as the study was searched."""

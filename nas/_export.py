@@ -23,7 +23,7 @@ from typing import Any
 
 from search_space import check_int
 
-from ._config import metric_name, score_is_accuracy
+from ._config import Scoring
 from ._errors import ExportError
 from ._record import StudyData, StudyKeys, TrialRecord
 from ._storage import load_existing_study, open_storage, redact_url, resolve_storage_url
@@ -405,18 +405,16 @@ def _write(st, t, best, tmp: Path, out: Path, *, arch: str, storage, coreml: boo
         weights_note = "none: exported with --no-weights"
     model.eval()
 
-    proxy = ident.get("proxy", "train")
-    by_accuracy = score_is_accuracy(proxy, ident.get("proxy_score"))
+    scoring = Scoring.of_study(st)
     score = float(best.values[0])
-    accuracy = score if by_accuracy else rec.mean_accuracy if proxy == "train" else None
+    accuracy, accuracy_sd = scoring.accuracy(score, rec)
     files = ["config.json"]
     meta = {
         "study": st.study_name, "trial": t.number, "storage": redact_url(resolve_storage_url(storage)),
         "genome_key": genome.key(), "device": device, "latency_ms": float(best.values[1]),
         "latency_source": rec.latency_source or "?", "latency_resolution": res,
-        "metric": metric_name(proxy, ident.get("proxy_score"), ident.get("zero_cost_method")),
-        "score": score, "score_sd": rec.score_sd(by_accuracy), "accuracy": accuracy,
-        "accuracy_sd": rec.accuracy_sd if accuracy is not None else None, "seeds": rec.n_seeds,
+        "metric": scoring.metric, "score_is_accuracy": scoring.is_accuracy, "score": score,
+        "score_sd": scoring.score_sd(rec), "accuracy": accuracy, "accuracy_sd": accuracy_sd, "seeds": rec.n_seeds,
         "weights_accuracy": rec.accuracies[0] if rec.accuracies else None,
         "rung": rec.rung_or_zero, "fidelity": rec.fidelity, "dataset": data.name, "proxy": data.proxy,
         "proxy_resolution": data.proxy_resolution, "weights": has_weights,
@@ -498,7 +496,7 @@ def _score_line(r: ExportResult, m: dict[str, Any], data: StudyData) -> str:
     line = (f"proxy accuracy: **{r.accuracy:.4f}**{sd('accuracy_sd')} on the {data.name} validation subset after the "
             f"search's short proxy training at rung {m.get('rung', 0)}"
             + (f" ({m['fidelity']:,} training images)" if m.get("fidelity") else ""))
-    if r.score != r.accuracy:
+    if not m["score_is_accuracy"]:
         line += f"; the search ranked by {m['metric']}: {r.score:.4f}{sd('score_sd')}"
     return line
 

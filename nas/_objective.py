@@ -100,7 +100,7 @@ class Evaluator:
         info = {"seconds": round(sum(r.seconds for r in results), 3), "epochs_run": first.epochs_run,
                 "stopped_early": any(r.stopped_early for r in results), "stop_reason": first.stop_reason,
                 "num_params": first.num_params, "loss": statistics.fmean(losses)}
-        value = statistics.fmean(accs) if self.config.score_is_accuracy else -statistics.fmean(losses)
+        value = statistics.fmean(accs) if self.config.scoring.is_accuracy else -statistics.fmean(losses)
         return Score(value, list(rung.seeds), accs, losses, info, first.state_dict)
 
 

@@ -102,7 +102,7 @@ class TrialRecord:
         losses: Validation loss (cross-entropy) of each seed, in the order of ``seeds`` (trained proxies only).
         loss_sd: Sample standard deviation of ``losses`` (None with one seed).
             The trial's first value is the mean of what ``--proxy-score`` names: the accuracies, or minus the
-            losses (:meth:`score_sd` is its spread); a zero-cost trial's value is its score.
+            losses; a zero-cost trial's value is its score (:class:`nas._config.Scoring` reads them).
         latency_ms, latency_source, latency_resolution: Latency on the search device, how it was obtained
             (``measured``, ``predicted``, ``imported``) and at which resolution.
         feasible: Within ``--latency-max`` (None: no budget).
@@ -176,10 +176,6 @@ class TrialRecord:
         """Mean validation accuracy over the seeds (None: a zero-cost trial, or one of a version that did not
         record them)."""
         return sum(self.accuracies) / len(self.accuracies) if self.accuracies else None
-
-    def score_sd(self, score_is_accuracy: bool) -> float | None:
-        """The seed-to-seed spread of the trial's first value: ``accuracy_sd`` or ``loss_sd``."""
-        return self.accuracy_sd if score_is_accuracy else self.loss_sd
 
     @property
     def is_skip(self) -> bool:

@@ -17,7 +17,7 @@ from typing import Any
 
 from search_space import atomic_path, atomic_write
 
-__all__ = ["Candidate", "Verdict", "accuracy_beside", "baseline_verdict", "claim_run_folder", "check_run_folder",
+__all__ = ["Candidate", "Verdict", "baseline_verdict", "claim_run_folder", "check_run_folder",
            "dominates", "is_dominated", "pareto_front", "pooled_seed_sd", "run_folder_name", "write_run_folder"]
 
 _logger = logging.getLogger(__name__)
@@ -253,12 +253,15 @@ def write_run_folder(
         baselines: Sequence[Candidate],
         verdicts: dict[str, Verdict],
         meta: dict[str, Any],
-        metric: str = "proxy accuracy",
+        metric: str,
+        accuracy_column: bool = False,
         latency_label: str,
 ) -> dict[str, Path]:
     """Write ``pareto.csv``, ``pareto.json``, ``genomes/trial_<n>.json``, ``pareto.png`` and ``report.md``.
 
-    ``candidates`` are every candidate at its highest rung, ``front`` the Pareto front at the top rung reached,
+    ``metric`` names the score; ``accuracy_column`` adds the accuracy beside it (a score that is not the
+    accuracy). ``candidates`` are every candidate at its highest rung, ``front`` the Pareto front at the top rung
+    reached,
     ``verdicts`` each baseline's comparison (:func:`baseline_verdict`). Files are replaced atomically, so an
     interrupted write leaves the previous report intact.
 
@@ -303,7 +306,8 @@ def write_run_folder(
     _plot(out / "pareto.png", candidates, front, baselines, metric=metric, latency_label=latency_label, title=title)
     paths["pareto.png"] = out / "pareto.png"
 
-    atomic_write(out / "report.md", _report_md(front, baselines, verdicts, meta, metric, latency_label))
+    atomic_write(out / "report.md", _report_md(front, baselines, verdicts, meta, metric, accuracy_column,
+                                               latency_label))
     paths["report.md"] = out / "report.md"
     return paths
 
@@ -375,7 +379,7 @@ def baseline_verdict(b: Candidate, peers: Sequence[Candidate], sd: float | None)
     return Verdict("not dominated", None, 0.0, sd is not None)
 
 
-def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
+def _report_md(front, baselines, verdicts, meta, metric, acc, latency_label) -> str:
     lines = [
         f"# RepNAS search report: {meta.get('study')}",
         "",
@@ -401,8 +405,7 @@ def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
     if meta.get("failures"):
         lines.append("- failures: " + "; ".join(f"trial {n}: {r}" for n, r in meta["failures"][:10]))
     rung = front[0].rung if front else None
-    acc = accuracy_beside(list(front) + list(baselines))
-    acc_head, acc_rule = (" proxy accuracy (mean +- sd) |", " --- |") if acc else ("", "")
+    acc_head, acc_rule = (" accuracy (mean +- sd) |", " --- |") if acc else ("", "")
     lines += ["", f"## Pareto front (rung {rung}, the highest reached)" if front else "## Pareto front", "",
               f"| trial | {metric} (mean +- sd) |{acc_head} seeds | latency (ms) | source | latency error | params | "
               "architecture |", f"| --- | --- |{acc_rule} --- | --- | --- | --- | --- | --- |"]
@@ -428,11 +431,6 @@ def _report_md(front, baselines, verdicts, meta, metric, latency_label) -> str:
     lines += ["", "Files: `pareto.csv`, `pareto.json`, `genomes/trial_<n>.json`, `pareto.png`; proxy weights of front "
               "trials in `weights/`.", ""]
     return "\n".join(lines)
-
-
-def accuracy_beside(shown: Sequence[Candidate]) -> bool:
-    """Whether a table of ``shown`` needs an accuracy column beside the score (the score is not the accuracy)."""
-    return any(c.accuracy is not None and c.accuracy != c.score for c in shown)
 
 
 def _images(fidelity: int | None, proxy: str | None) -> str:

@@ -1,9 +1,10 @@
 """Multi-objective successive halving: which evaluations of a rung are promoted to the next.
 
 Promotion is asynchronous (ASHA's rule, with the ordering of MO-ASHA): whenever an evaluation at rung ``r``
-finishes, the feasible evaluations of that rung are ordered by non-dominated rank on (accuracy up, latency
-down), ties broken by crowding distance (larger first, as NSGA-II does), and the first ``floor(n / eta)`` of
-the ``n`` are promoted to rung ``r + 1`` unless they already were. Latency-budget violators are never
+finishes, the feasible evaluations of that rung are ordered by non-dominated rank on (score up: the proxy
+accuracy or minus its validation loss; latency down), ties broken by crowding distance (larger first, as
+NSGA-II does), and the first ``floor(n / eta)`` of the ``n`` are promoted to rung ``r + 1`` unless they
+already were. Latency-budget violators are never
 promoted (nor counted in ``n``). A candidate promoted early may later fall out of the top 1/eta as more
 evaluations arrive; it keeps its promotion (ASHA's trade: no worker waits for a rung to fill).
 """
@@ -17,7 +18,7 @@ __all__ = ["crowding_distance", "nondominated_ranks", "promotion_order", "to_pro
 
 
 def _dominates(a: tuple[float, float], b: tuple[float, float]) -> bool:
-    """``a`` is at least as accurate and as fast as ``b`` and strictly better in one (accuracy, latency)."""
+    """``a`` scores at least as high and is as fast as ``b`` and is strictly better in one (score, latency)."""
     return a[0] >= b[0] and a[1] <= b[1] and (a[0] > b[0] or a[1] < b[1])
 
 

@@ -1,9 +1,9 @@
 """The multi-objective, multi-fidelity search: check, run the workers, read the studies back, report.
 
 Every candidate is scored at the cheapest rung; the top 1/eta of each rung, by non-dominated rank and crowding
-distance on (accuracy, latency), is retrained at the next (:mod:`nas._rungs`, :mod:`nas._worker`); the top
-rung averages two or more seeds. The front is reported at the highest rung reached, with each accuracy's
-seed spread, and a seed baseline is called dominated only beyond the measured noise.
+distance on (score, latency), is retrained at the next (:mod:`nas._rungs`, :mod:`nas._worker`); the top
+rung averages two or more seeds. The front is reported at the highest rung reached, with each score's (and
+accuracy's) seed spread, and a seed baseline is called dominated only beyond the measured noise.
 """
 
 from __future__ import annotations
@@ -119,11 +119,7 @@ def candidate_from_trial(t, config: SearchConfig, *, rec: TrialRecord | None = N
     rec = rec or TrialRecord.from_trial(t)
     baseline = rec.baseline is not None
     score = float(t.values[0])
-    if config.score_is_accuracy:  # a trial of a version that did not record each seed's accuracy reads the same
-        accuracy, accuracy_sd = score, rec.accuracy_sd
-    else:
-        accuracy = rec.mean_accuracy if config.proxy == "train" else None
-        accuracy_sd = rec.accuracy_sd if accuracy is not None else None
+    accuracy, accuracy_sd = config.scoring.accuracy(score, rec)
     return Candidate(
         number=rec.candidate if rec.candidate is not None and not baseline else t.number,
         score=score, latency_ms=float(t.values[1]), genome=rec.genome or {},
@@ -132,7 +128,7 @@ def candidate_from_trial(t, config: SearchConfig, *, rec: TrialRecord | None = N
         stopped_early=bool(rec.stopped_early), weights=rec.weights,
         extra={k: v for k, v in (("duplicate_of", rec.duplicate_of), ("stop_reason", rec.stop_reason),
                                  ("seconds", rec.seconds)) if v is not None},
-        score_sd=rec.score_sd(config.score_is_accuracy), accuracy=accuracy, accuracy_sd=accuracy_sd,
+        score_sd=config.scoring.score_sd(rec), accuracy=accuracy, accuracy_sd=accuracy_sd,
         seeds=rec.n_seeds, fidelity=rec.fidelity, rung=rec.rung_or_zero,
     )
 
@@ -180,13 +176,14 @@ class Collected:
 
 
 def collect(config: SearchConfig, study=None) -> Collected:
-    """Read the search study and its companions back from storage."""
+    """Read the search study and its companions back from storage (scored as the study was searched)."""
     import optuna
 
     S = optuna.trial.TrialState
     storage = open_storage(config.storage, heartbeat_interval=None)
     if study is None:
         study = load_existing_study(storage, config.study_name)
+    config = config.scored_as_stored(study)
     out = Collected()
     trials = study.get_trials(deepcopy=False)
     for t in trials:
@@ -250,10 +247,11 @@ def write_report(config: SearchConfig) -> SearchResult:
     front, baselines, candidates, verdicts = got.front(), got.baselines(), got.highest(), got.verdicts()
     front, baselines = _with_latency_errors(config, front), _with_latency_errors(config, baselines)
     files = write_run_folder(config.out_dir, candidates=candidates, front=front, baselines=baselines,
-                             verdicts=verdicts, meta=meta, metric=config.metric, latency_label=label)
+                             verdicts=verdicts, meta=meta, metric=config.metric,
+                             accuracy_column=config.scoring.accuracy_column, latency_label=label)
     _prune_weights(config, front, got.unfinished)
     return SearchResult(front=front, baselines=baselines, candidates=candidates, files=files,
-                        latency_label=label, verdicts=verdicts, metric=config.metric)
+                        latency_label=label, verdicts=verdicts, scoring=config.scoring)
 
 
 def _with_latency_errors(config: SearchConfig, shown: Sequence[Candidate]) -> list[Candidate]:

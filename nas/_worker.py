@@ -86,9 +86,10 @@ def describe_proxy(config: SearchConfig) -> str:
     rungs = ", ".join(f"rung {r.index}: {r.images:,} images x {r.epochs} epoch{'s' if r.epochs > 1 else ''}"
                       + (f", seeds {'+'.join(map(str, r.seeds))} averaged" if len(r.seeds) > 1 else "")
                       for r in ladder)
-    return (f"short proxy training ({shown}), successive halving with eta={config.eta} over {len(ladder)} "
-            f"rung{'s' if len(ladder) > 1 else ''} ({rungs}), seed {config.seed}, retrained from scratch at each "
-            "rung, identical for every candidate and baseline")
+    ranked = "validation accuracy" if config.scoring.is_accuracy else "validation loss (lower is better)"
+    return (f"short proxy training ({shown}) ranked by its {ranked}, successive halving with eta={config.eta} "
+            f"over {len(ladder)} rung{'s' if len(ladder) > 1 else ''} ({rungs}), seed {config.seed}, retrained from "
+            "scratch at each rung, identical for every candidate and baseline")
 
 
 def _catch() -> tuple[type[BaseException], ...]:
@@ -242,7 +243,7 @@ class _Scheduler:
         return queued
 
     def _rung_evaluations(self, rung: int) -> list[tuple[str, tuple[float, float], TrialRecord]]:
-        """(rung-independent key, (accuracy, latency), record) of every feasible complete evaluation at ``rung``,
+        """(rung-independent key, (score, latency), record) of every feasible complete evaluation at ``rung``,
         candidates and baselines, each key once."""
         import optuna
 

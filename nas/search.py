@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="train: short training at low resolution; zero-cost: a training-free score (default train)")
     g.add_argument("--proxy-score", choices=PROXY_SCORES, default="accuracy",
                    help="what ranks a trained candidate: its validation accuracy, or its validation loss (the "
-                        "objective is then minus the loss; the accuracy is reported beside it). Default accuracy")
+                        "objective is then minus the loss; the accuracy is reported beside it; a candidate stopped "
+                        "early as hopeless is scored as it stopped). Default accuracy")
     g.add_argument("--zero-cost-method", choices=ZERO_COST_METHODS, default="naswot")
     g.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default), cifar10, cifar100, imagefolder:PATH, synthetic")
@@ -149,14 +150,12 @@ def _int_list(text: str) -> tuple[int, ...]:
 
 
 def _print_table(config, result) -> None:
-    from ._report import accuracy_beside
-
     rung = result.front[0].rung if result.front else 0
-    acc = accuracy_beside(result.front + result.baselines)
+    acc, metric = result.scoring.accuracy_column, result.scoring.metric
     print(f"\nPareto front of {config.study_name} at rung {rung} ({len(result.front)} of {len(result.candidates)} "
           f"candidates); latency: {result.latency_label}")
     acc_head = f" {'accuracy mean +- sd':>21}" if acc else ""
-    print(f"{'trial':>6} {(result.metric[:27] + ' mean +- sd'):>38}{acc_head} {'seeds':>5} {'latency ms':>11}  "
+    print(f"{'trial':>6} {(metric[:27] + ' mean +- sd'):>38}{acc_head} {'seeds':>5} {'latency ms':>11}  "
           f"{'source':9} params")
     for c in result.front:
         params = f"{c.params / 1e6:.2f}M" if c.params else "?"

@@ -23,8 +23,8 @@ RUNS = ["--runs", "5"]
 
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
-    """A storage with a trained-proxy study 't' (weights kept), a zero-cost study 'z' (no weights) and a study
-    'bad' holding a failed, a running and a rejected trial."""
+    """A storage with a trained-proxy study 't' (weights kept), a zero-cost study 'z' (no weights), a study 'v'
+    ranked by validation loss and a study 'bad' holding a failed, a running and a rejected trial."""
     d = tmp_path_factory.mktemp("export")
     lut = str(d / "lut.db")
     common = ["--device", "iphone12", "--dataset", "synthetic", "--storage", str(d / "s.db"), "--lut-db", lut,
@@ -33,6 +33,8 @@ def study(tmp_path_factory):
                         "--rungs", "640"]) == 0
     assert search_main([*common, "--study", "z", "--out", str(d / "run-z"), "--trials", "2",
                         "--proxy", "zero-cost"]) == 0
+    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "2", "--rungs", "640",
+                        "--proxy-score", "val-loss"]) == 0
     st = optuna.create_study(study_name="bad", storage=f"sqlite:///{d / 's.db'}", directions=["maximize", "minimize"])
     failed = st.ask()
     failed.set_user_attr("fail_reason", "ProxyTrainingError: loss is NaN")
@@ -172,6 +174,23 @@ def test_trial_without_weights_exports_the_architecture(study, tmp_path, capsys)
         search_space.create_model_from_dir(out, pretrained=True)
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["repnas"]["weights"] is False and "zero-cost" in cfg["repnas"]["metric"]
+    assert cfg["repnas"]["accuracy"] is None and cfg["repnas"]["score"] is not None
+
+
+def test_a_study_ranked_by_validation_loss_exports_its_accuracy_beside_the_score(study, tmp_path, capsys):
+    t = _trial_with_weights(study, "v")
+    out = tmp_path / "v"
+    assert _export(study, out, "--trial", str(t.number), name="v") == 0, capsys.readouterr().err
+    m = json.loads((out / "config.json").read_text())["repnas"]
+    a = t.user_attrs
+    assert m["metric"] == "minus proxy validation loss" and m["score_is_accuracy"] is False
+    assert m["score"] == pytest.approx(t.values[0]) == pytest.approx(-sum(a["losses"]) / len(a["losses"]))
+    assert m["accuracy"] == pytest.approx(sum(a["accuracies"]) / len(a["accuracies"]))
+    assert m["score_sd"] == pytest.approx(a["loss_sd"]) and m["accuracy_sd"] == pytest.approx(a["accuracy_sd"])
+    card = (out / "README.md").read_text()
+    assert f"proxy accuracy: **{m['accuracy']:.4f}**" in card
+    assert "the search ranked by minus proxy validation loss" in card
+    assert f"{m['accuracy']:.4f}" in capsys.readouterr().out  # the summary table shows the accuracy, not the score
 
 
 def test_fresh_initialized_onnx_agrees_absolutely():

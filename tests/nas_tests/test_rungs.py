@@ -347,24 +347,34 @@ def test_val_loss_score_ranks_by_minus_the_loss_and_reports_accuracy_beside(tmp_
         assert (a.get("loss_sd") is not None) == (len(a["seeds"]) > 1)
     doc = json.loads((tmp_path / "run" / "pareto.json").read_text())
     assert doc["metric"] == "minus proxy validation loss"
-    by_number = {t.number: t for t in done if t.user_attrs["rung"] == 1}
+    top = {t.user_attrs["candidate"]: t.user_attrs for t in done if t.user_attrs["rung"] == 1}
+    assert doc["pareto"] and {r["trial"] for r in doc["pareto"]} <= set(top)
     for r in doc["pareto"]:  # the front is ranked by the score, and carries the real accuracy beside it
-        t = by_number[r["trial"]] if r["trial"] in by_number else None
-        assert r["score"] < 0 and 0 <= r["accuracy"] <= 1 and r["score_sd"] is not None
-        if t is not None:
-            assert r["accuracy"] == pytest.approx(sum(t.user_attrs["accuracies"]) / 2, abs=1e-6)
+        a = top[r["trial"]]
+        assert r["rung"] == 1 and r["score"] < 0
+        assert r["score"] == pytest.approx(-sum(a["losses"]) / len(a["losses"]), abs=1e-5)
+        assert r["score_sd"] == pytest.approx(a["loss_sd"], abs=1e-5)
+        assert r["accuracy"] == pytest.approx(sum(a["accuracies"]) / len(a["accuracies"]), abs=1e-5)
+        assert r["accuracy_sd"] == pytest.approx(a["accuracy_sd"], abs=1e-5)
+    import csv
+
+    with (tmp_path / "run" / "pareto.csv").open() as fh:
+        assert {"score", "score_sd", "accuracy", "accuracy_sd"} <= set(next(csv.DictReader(fh)))
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "minus proxy validation loss (mean +- sd) | proxy accuracy (mean +- sd)" in report
+    assert "minus proxy validation loss (mean +- sd) | accuracy (mean +- sd)" in report
+    assert "ranked by its validation loss" in report
     assert "accuracy mean +- sd" in capsys.readouterr().out
     # the study is bound to its score: resuming it ranked by accuracy is refused, nothing is lost
     rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines"))
     err = capsys.readouterr().err
     assert rc == 2 and "proxy_score='val-loss' (now 'accuracy')" in err
     assert len([t for t in _trials(tmp_path, "t") if t.state == S.COMPLETE]) == 4
-    # --report-only without the flag still reports the score the study was searched by
-    (tmp_path / "run" / "report.md").unlink()
-    assert main(_args(tmp_path, lut_db, "--report-only")) == 0
-    assert "minus proxy validation loss (mean +- sd)" in (tmp_path / "run" / "report.md").read_text()
+    # --report-only with other scoring options still reports the score the study was searched by
+    for other in ([], ["--proxy", "zero-cost"]):
+        (tmp_path / "run" / "report.md").unlink()
+        assert main(_args(tmp_path, lut_db, "--report-only", *other)) == 0, capsys.readouterr().err
+        assert "minus proxy validation loss (mean +- sd)" in (tmp_path / "run" / "report.md").read_text()
+        assert json.loads((tmp_path / "run" / "pareto.json").read_text())["pareto"] == doc["pareto"]
 
 
 def test_an_identity_of_an_earlier_version_ranked_by_accuracy():

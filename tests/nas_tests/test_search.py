@@ -50,6 +50,9 @@ def test_zero_cost_search_writes_the_run_folder_with_baselines(tmp_path, lut_db,
         assert (run / name).stat().st_size > 0, name
     doc = json.loads((run / "pareto.json").read_text())
     assert doc["pareto"] and all(r["latency_source"] == "predicted" for r in doc["pareto"])
+    # a zero-cost score is no accuracy: the rows say so, and the tables show no accuracy column
+    assert doc["metric"] == "naswot score (zero-cost)"
+    assert all(r["accuracy"] is None and r["accuracy_sd"] is None for r in doc["pareto"] + doc["baselines"])
     assert "PREDICTED" in doc["latency_label"] and "leave-one-family-out" in doc["latency_label"]
     from search_space import Genome, zoo
 
@@ -66,6 +69,7 @@ def test_zero_cost_search_writes_the_run_folder_with_baselines(tmp_path, lut_db,
     report = (run / "report.md").read_text()
     assert "Pareto front" in report and "Seed baselines" in report and "PREDICTED" in report
     assert "latency error" in report and "% median error" in report
+    assert "naswot score (zero-cost) (mean +- sd) | seeds |" in report and "accuracy (mean" not in report
     trials = _trials(str(tmp_path / "s.db"))
     assert sum(t.state == S.COMPLETE for t in trials) == 6
     # resume: same command, more trials -> the first six are kept as they were, none duplicated
