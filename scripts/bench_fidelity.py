@@ -162,6 +162,8 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 REFERENCE = "reference"
 #: Scores of a trained recipe: (result field, sign making higher better, label).
 TRAIN_SCORES = (("accuracy", 1.0, "accuracy"), ("loss", -1.0, "val loss"), ("train_loss", -1.0, "train loss"))
+SEARCH_SCORE_FIELD = {"accuracy": "accuracy", "val-loss": "loss"}
+"""The result field of each ``nas.search --proxy-score`` (what the search's default ranks by, in this table)."""
 
 
 def pick_recipes(names: Sequence[str] | None) -> list[Recipe]:
@@ -782,7 +784,7 @@ def render(analysis: dict[str, Any], panel: list[PanelGenome], records: list[dic
                      f"{'met' if met else '-'} |")
     if plot_link:
         lines += ["", f"![Kendall tau against seconds per candidate]({plot_link})"]
-    lines += ["", *_choice_lines(a)]
+    lines += ["", *_choice_lines(a), "", *_search_default_lines(a["rows"])]
     if a["failures"]:
         lines += ["", "Failed runs (excluded): " + ", ".join(f"{r}/{g} ({why})" for r, g, why in a["failures"])]
     if ignored:
@@ -844,6 +846,43 @@ def _choice_lines(a: dict[str, Any]) -> list[str]:
         lines.append(f"The best accuracy score is {_name(acc)} (tau {_f(acc['tau'])} at {_seconds(acc['seconds'])} "
                      f"s); the chosen minus it [{_f(lo)}, {_f(hi)}]: "
                      f"{'better beyond noise' if lo > 0 else 'worse beyond noise' if hi < 0 else 'within noise'}.")
+    return lines
+
+
+def search_default_rows(rows: list[dict]) -> list[tuple[Any, str | None, dict | None]]:
+    """(rung, recipe name, table row) of each rung of the plain ``python -m nas.search`` on CPU: the recipe that
+    trains exactly as the rung does, and its row for the search's default score and the rung's seeds (None where
+    the table has no such recipe or row yet)."""
+    from nas import SearchConfig
+
+    cfg = SearchConfig().for_train_device("cpu")
+    field = SEARCH_SCORE_FIELD[cfg.proxy_score]
+    out = []
+    for rung in cfg.ladder():
+        proxy = cfg.proxy_config(rung).to_dict()
+        recipe = next((r.name for r in RECIPES.values() if r.kind == "train" and r.proxy.to_dict() == proxy), None)
+        seeds = "2 seeds" if len(rung.seeds) == 2 else "seed 0" if len(rung.seeds) == 1 else None
+        row = next((r for r in rows if r["recipe"] == recipe and r["field"] == field and r["seeds"] == seeds), None)
+        out.append((rung, recipe, row))
+    return out
+
+
+def _search_default_lines(rows: list[dict]) -> list[str]:
+    """What the search's default rungs rank, in this table's terms."""
+    from nas import SearchConfig
+
+    score = SearchConfig().proxy_score
+    lines = ["### What the search's default rungs rank", "",
+             f"`python -m nas.search` on CPU ranks by `--proxy-score {score}`:", ""]
+    for rung, recipe, row in search_default_rows(rows):
+        what = (f"rung {rung.index}: {rung.images:,} images x {rung.epochs} epoch, {len(rung.seeds)} seed(s)"
+                + (" (the top rung)" if rung.top else ""))
+        if row is None:
+            lines.append(f"- {what}: " + (f"recipe `{recipe}`, not measured yet." if recipe else
+                                          "no recipe of this table trains as it does."))
+        else:
+            lines.append(f"- {what}: `{recipe}` {row['label'].split(' ', 1)[1]} ({row['seeds']}), Kendall tau "
+                         f"{_interval(row)} on {row['n']} genomes at {_seconds(row['seconds'])} s per candidate.")
     return lines
 
 

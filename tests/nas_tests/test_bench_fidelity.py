@@ -348,3 +348,23 @@ def test_two_runs_never_share_a_results_file(tiny: dict[str, Path], capsys: pyte
         assert _run(tiny, "--recipes", "naswot") == 2
     assert "another `run` is writing to it" in capsys.readouterr().err
     assert tiny["results"].read_text() == ""
+
+
+def test_the_search_default_rungs_map_onto_recipes_and_rows() -> None:
+    """The report says what the plain search ranks: each CPU rung is a recipe of the table, trained identically."""
+    from nas import SearchConfig
+    from nas._config import PROXY_SCORES
+
+    cfg = SearchConfig().for_train_device("cpu")
+    field = bf.SEARCH_SCORE_FIELD[cfg.proxy_score]
+    rows = [{"recipe": "default-2k", "field": field, "seeds": "2 seeds", "label": "default-2k x", "tau": 0.5,
+             "interval": (0.3, 0.7), "n": 24, "seconds": 30.0},
+            {"recipe": "default-2k", "field": field, "seeds": "seed 0", "label": "default-2k x", "tau": 0.1,
+             "interval": (0.0, 0.2), "n": 24, "seconds": 15.0}]
+    got = bf.search_default_rows(rows)
+    assert [r.images for r, _, _ in got] == list(cfg.rungs)
+    assert [name for _, name, _ in got] == ["default-667", "default-2k"]  # trained exactly as the rungs train
+    assert got[0][2] is None and got[1][2] is rows[0]  # the top rung averages two seeds
+    text = "\n".join(bf._search_default_lines(rows))
+    assert "`default-667`, not measured yet" in text and "tau 0.50 [0.30, 0.70] on 24 genomes" in text
+    assert set(bf.SEARCH_SCORE_FIELD) == set(PROXY_SCORES)
