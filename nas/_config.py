@@ -14,13 +14,17 @@ from ._errors import SearchConfigError
 from ._report import RUNS_DIR, Candidate, run_folder_name
 from ._storage import resolve_storage_url
 
-__all__ = ["BASELINE_SUFFIX", "MAX_STUDY_NAME", "PROXIES", "PROXY_SCORES", "RUNGS_SUFFIX", "Rung", "SAMPLERS",
-           "Scoring", "SearchConfig", "SearchResult", "ZERO_COST_METHODS"]
+__all__ = ["BASELINE_SUFFIX", "DEFAULT_PROXY_SCORE", "MAX_STUDY_NAME", "PROXIES", "PROXY_SCORES", "RUNGS_SUFFIX",
+           "Rung", "SAMPLERS", "Scoring", "SearchConfig", "SearchResult", "ZERO_COST_METHODS"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
 PROXIES = ("train", "zero-cost")
 ZERO_COST_METHODS = ("naswot", "synflow")
 PROXY_SCORES = ("accuracy", "val-loss")
+DEFAULT_PROXY_SCORE = "val-loss"
+"""The default score of a trained proxy: the fidelity benchmark (``scripts/bench_fidelity.py``) finds the
+validation loss of the 32 px proxy the cheapest score within noise of the best ranking against the reference
+training, and its accuracy worse beyond noise."""
 ACCURACY_METRIC = "proxy accuracy"
 """What ranks a trained candidate (the first objective, higher is better): its validation accuracy, or minus its
 validation cross-entropy (``val-loss``). Both are recorded either way."""
@@ -160,7 +164,8 @@ class SearchConfig:
         proxy: ``train`` (short training) or ``zero-cost`` (a training-free score, seconds per candidate, one
             rung).
         proxy_score: What ranks a trained candidate (:data:`PROXY_SCORES`): ``accuracy`` or ``val-loss`` (the
-            objective is then minus the validation loss; the accuracy is recorded and reported beside it).
+            objective is then minus the validation loss; the accuracy is recorded and reported beside it). None:
+            :data:`DEFAULT_PROXY_SCORE` for a trained proxy (a zero-cost proxy takes no score option).
         zero_cost_method: Score used by ``proxy="zero-cost"``.
         lut_db: LUT database (default ``./repnas-lut.db``).
         workers: Local worker processes (more than one needs a server database, not SQLite).
@@ -193,7 +198,7 @@ class SearchConfig:
     seed: int = 0
     out: str | None = None
     proxy: str = "train"
-    proxy_score: str = "accuracy"
+    proxy_score: str | None = None
     zero_cost_method: str = "naswot"
     lut_db: str | None = None
     workers: int = 1
@@ -216,10 +221,10 @@ class SearchConfig:
         need(self.reject_factor >= 1, f"reject factor must be >= 1, got {self.reject_factor}")
         need(self.sampler in SAMPLERS, f"unknown --sampler {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
         need(self.proxy in PROXIES, f"unknown --proxy {self.proxy!r}; choose one of {', '.join(PROXIES)}")
-        need(self.proxy_score in PROXY_SCORES,
+        need(self.proxy_score is None or self.proxy_score in PROXY_SCORES,
              f"unknown --proxy-score {self.proxy_score!r}; choose one of {', '.join(PROXY_SCORES)}")
-        need(self.proxy == "train" or self.proxy_score == "accuracy",
-             f"--proxy-score {self.proxy_score} needs --proxy train (a zero-cost score has no validation loss)")
+        need(self.proxy == "train" or self.proxy_score is None,
+             f"--proxy-score {self.proxy_score} needs --proxy train (a zero-cost score is its own score)")
         need(self.zero_cost_method in ZERO_COST_METHODS,
              f"unknown zero-cost method {self.zero_cost_method!r}; choose one of {', '.join(ZERO_COST_METHODS)}")
         need(self.epochs is None or (is_int(self.epochs) and self.epochs >= 1),
@@ -325,8 +330,13 @@ class SearchConfig:
         return dataclasses.replace(base, train_size=rung.images) if self.proxy == "train" else base
 
     @property
+    def score(self) -> str | None:
+        """The score a trained proxy ranks by (``proxy_score`` or the default); None for a zero-cost proxy."""
+        return (self.proxy_score or DEFAULT_PROXY_SCORE) if self.proxy == "train" else None
+
+    @property
     def scoring(self) -> Scoring:
-        return Scoring(self.proxy, self.proxy_score, self.zero_cost_method)
+        return Scoring(self.proxy, self.score, self.zero_cost_method)
 
     @property
     def metric(self) -> str:
@@ -337,14 +347,15 @@ class SearchConfig:
         study back (``--report-only``, ``nas.export``) names and derives its objective as the search did,
         whatever options the reader passed."""
         s = Scoring.of_study(study)
-        return dataclasses.replace(self, proxy=s.proxy, proxy_score=s.proxy_score or "accuracy",
+        score = (s.proxy_score or "accuracy") if s.trained else None
+        return dataclasses.replace(self, proxy=s.proxy, proxy_score=score,
                                    zero_cost_method=s.zero_cost_method or self.zero_cost_method)
 
     def identity(self) -> dict[str, Any]:
         """Settings a study is bound to: resuming it with different ones is refused."""
         return {"device": self.device, "dataset": self.dataset, "proxy": self.proxy, "resolution": self.resolution,
                 "zero_cost_method": self.zero_cost_method if self.proxy == "zero-cost" else None,
-                "proxy_score": self.proxy_score if self.proxy == "train" else None,
+                "proxy_score": self.score,
                 "proxy_config": self.proxy_config().to_dict(), "latency_max": self.latency_max,
                 "rungs": [r.images for r in self.ladder()], "eta": self.eta if len(self.ladder()) > 1 else None,
                 "top_seeds": len(self.ladder()[-1].seeds)}

@@ -58,10 +58,11 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("proxy")
     g.add_argument("--proxy", choices=PROXIES, default="train",
                    help="train: short training at low resolution; zero-cost: a training-free score (default train)")
-    g.add_argument("--proxy-score", choices=PROXY_SCORES, default="accuracy",
+    g.add_argument("--proxy-score", choices=PROXY_SCORES, default=None,
                    help="what ranks a trained candidate: its validation accuracy, or its validation loss (the "
                         "objective is then minus the loss; the accuracy is reported beside it; a candidate stopped "
-                        "early as hopeless is scored as it stopped). Default accuracy")
+                        "early as hopeless is scored as it stopped). Default val-loss: it ranked closer to a "
+                        "longer reference training than the accuracy (BENCHMARKS.md, proxy fidelity)")
     g.add_argument("--zero-cost-method", choices=ZERO_COST_METHODS, default="naswot")
     g.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default), cifar10, cifar100, imagefolder:PATH, synthetic")

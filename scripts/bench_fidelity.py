@@ -856,7 +856,7 @@ def search_default_rows(rows: list[dict]) -> list[tuple[Any, str | None, dict | 
     from nas import SearchConfig
 
     cfg = SearchConfig().for_train_device("cpu")
-    field = SEARCH_SCORE_FIELD[cfg.proxy_score]
+    field = SEARCH_SCORE_FIELD[cfg.score]
     out = []
     for rung in cfg.ladder():
         proxy = cfg.proxy_config(rung).to_dict()
@@ -871,7 +871,7 @@ def _search_default_lines(rows: list[dict]) -> list[str]:
     """What the search's default rungs rank, in this table's terms."""
     from nas import SearchConfig
 
-    score = SearchConfig().proxy_score
+    score = SearchConfig().score
     lines = ["### What the search's default rungs rank", "",
              f"`python -m nas.search` on CPU ranks by `--proxy-score {score}`:", ""]
     for rung, recipe, row in search_default_rows(rows):

@@ -80,7 +80,8 @@ def run_hv(args) -> list[str]:
                                    storage=f"{tmp}/{sampler}-{seed}.db", study="bench",
                                    out=f"{tmp}/run-{sampler}-{seed}",
                                    dataset=args.dataset, lut_db=args.lut_db, baselines=False, epochs=args.epochs,
-                                   proxy=args.hv_proxy, proxy_score="accuracy")  # hypervolume of raw values
+                                   proxy=args.hv_proxy,  # the hypervolume of raw values: accuracy or a score
+                                   proxy_score="accuracy" if args.hv_proxy == "train" else None)
                 t0 = time.perf_counter()
                 run_worker(cfg, progress=False)
                 secs.append(time.perf_counter() - t0)

@@ -356,7 +356,7 @@ def test_the_search_default_rungs_map_onto_recipes_and_rows() -> None:
     from nas._config import PROXY_SCORES
 
     cfg = SearchConfig().for_train_device("cpu")
-    field = bf.SEARCH_SCORE_FIELD[cfg.proxy_score]
+    field = bf.SEARCH_SCORE_FIELD[cfg.score]
     rows = [{"recipe": "default-2k", "field": field, "seeds": "2 seeds", "label": "default-2k x", "tau": 0.5,
              "interval": (0.3, 0.7), "n": 24, "seconds": 30.0},
             {"recipe": "default-2k", "field": field, "seeds": "seed 0", "label": "default-2k x", "tau": 0.1,
