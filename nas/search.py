@@ -61,8 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--proxy-score", choices=PROXY_SCORES, default=None,
                    help="what ranks a trained candidate: its validation accuracy, or its validation loss (the "
                         "objective is then minus the loss; the accuracy is reported beside it; a candidate stopped "
-                        "early as hopeless is scored as it stopped). Default val-loss: it ranked closer to a "
-                        "longer reference training than the accuracy (BENCHMARKS.md, proxy fidelity)")
+                        "early as hopeless is scored as it stopped). Default accuracy: at the default rungs the "
+                        "loss ranked no closer to a longer reference training (BENCHMARKS.md, proxy fidelity)")
     g.add_argument("--zero-cost-method", choices=ZERO_COST_METHODS, default="naswot")
     g.add_argument("--dataset", default="fashion-mnist",
                    help="fashion-mnist (default), cifar10, cifar100, imagefolder:PATH, synthetic")

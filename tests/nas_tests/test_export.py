@@ -24,7 +24,7 @@ RUNS = ["--runs", "5"]
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """A storage with a trained-proxy study 't' ranked by accuracy (weights kept), a zero-cost study 'z' (no
-    weights), a study 'v' ranked by validation loss (the default) and a study 'bad' holding a failed, a running
+    weights), a study 'v' ranked by validation loss and a study 'bad' holding a failed, a running
     and a rejected trial."""
     d = tmp_path_factory.mktemp("export")
     lut = str(d / "lut.db")
@@ -34,8 +34,8 @@ def study(tmp_path_factory):
                         "--rungs", "640", "--proxy-score", "accuracy"]) == 0
     assert search_main([*common, "--study", "z", "--out", str(d / "run-z"), "--trials", "2",
                         "--proxy", "zero-cost"]) == 0
-    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "2", "--rungs", "640"
-                        ]) == 0  # ranked by the default score, the validation loss
+    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "2", "--rungs", "640",
+                        "--proxy-score", "val-loss"]) == 0
     st = optuna.create_study(study_name="bad", storage=f"sqlite:///{d / 's.db'}", directions=["maximize", "minimize"])
     failed = st.ask()
     failed.set_user_attr("fail_reason", "ProxyTrainingError: loss is NaN")

@@ -335,8 +335,9 @@ def test_sigkill_during_a_promoted_evaluation_loses_only_that_evaluation(tmp_pat
     assert killed.user_attrs["genome_key"] in done  # ... and evaluated once by its retry
 
 
-def test_by_default_the_search_ranks_by_minus_the_val_loss_and_reports_accuracy_beside(tmp_path, lut_db, capsys):
-    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines"))
+def test_val_loss_score_ranks_by_minus_the_loss_and_reports_accuracy_beside(tmp_path, lut_db, capsys):
+    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines", "--proxy-score",
+                    "val-loss"))
     assert rc == 0, capsys.readouterr().err
     done = [t for t in _trials(tmp_path, "t") + _trials(tmp_path, "t" + RUNGS_SUFFIX) if t.state == S.COMPLETE]
     assert done
@@ -365,8 +366,7 @@ def test_by_default_the_search_ranks_by_minus_the_val_loss_and_reports_accuracy_
     assert "ranked by its validation loss" in report
     assert "accuracy mean +- sd" in capsys.readouterr().out
     # the study is bound to its score: resuming it ranked by accuracy is refused, nothing is lost
-    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines", "--proxy-score",
-                    "accuracy"))
+    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines"))  # the default
     err = capsys.readouterr().err
     assert rc == 2 and "proxy_score='val-loss' (now 'accuracy')" in err
     assert len([t for t in _trials(tmp_path, "t") if t.state == S.COMPLETE]) == 4
@@ -382,7 +382,7 @@ def test_an_identity_of_an_earlier_version_ranked_by_accuracy():
     from nas._studies import upgrade_identity
 
     old = SearchConfig(trials=2, rungs=(64,)).identity()
-    assert old["proxy_score"] == "val-loss"  # today's default
+    assert old["proxy_score"] == "accuracy"  # today's default
     del old["proxy_score"]
     assert upgrade_identity(old) == SearchConfig(trials=2, rungs=(64,), proxy_score="accuracy").identity()
     zero = SearchConfig(trials=2, proxy="zero-cost").for_train_device("cpu").identity()
