@@ -34,7 +34,7 @@ def study(tmp_path_factory):
                         "--rungs", "640", "--proxy-score", "accuracy"]) == 0
     assert search_main([*common, "--study", "z", "--out", str(d / "run-z"), "--trials", "2",
                         "--proxy", "zero-cost"]) == 0
-    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "2", "--rungs", "640",
+    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "1", "--rungs", "640",
                         "--proxy-score", "val-loss"]) == 0
     st = optuna.create_study(study_name="bad", storage=f"sqlite:///{d / 's.db'}", directions=["maximize", "minimize"])
     failed = st.ask()

@@ -336,7 +336,7 @@ def test_sigkill_during_a_promoted_evaluation_loses_only_that_evaluation(tmp_pat
 
 
 def test_val_loss_score_ranks_by_minus_the_loss_and_reports_accuracy_beside(tmp_path, lut_db, capsys):
-    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines", "--proxy-score",
+    rc = main(_args(tmp_path, lut_db, "--trials", "3", "--rungs", "64,192", "--no-baselines", "--proxy-score",
                     "val-loss"))
     assert rc == 0, capsys.readouterr().err
     done = [t for t in _trials(tmp_path, "t") + _trials(tmp_path, "t" + RUNGS_SUFFIX) if t.state == S.COMPLETE]
@@ -366,10 +366,10 @@ def test_val_loss_score_ranks_by_minus_the_loss_and_reports_accuracy_beside(tmp_
     assert "ranked by its validation loss" in report
     assert "accuracy mean +- sd" in capsys.readouterr().out
     # the study is bound to its score: resuming it ranked by accuracy is refused, nothing is lost
-    rc = main(_args(tmp_path, lut_db, "--trials", "4", "--rungs", "64,192", "--no-baselines"))  # the default
+    rc = main(_args(tmp_path, lut_db, "--trials", "3", "--rungs", "64,192", "--no-baselines"))  # the default
     err = capsys.readouterr().err
     assert rc == 2 and "proxy_score='val-loss' (now 'accuracy')" in err
-    assert len([t for t in _trials(tmp_path, "t") if t.state == S.COMPLETE]) == 4
+    assert len([t for t in _trials(tmp_path, "t") if t.state == S.COMPLETE]) == 3
     # --report-only with other scoring options still reports the score the study was searched by
     for other in ([], ["--proxy", "zero-cost"]):
         (tmp_path / "run" / "report.md").unlink()
