@@ -21,14 +21,15 @@ SAMPLERS = ("nsga2", "tpe", "random")
 PROXIES = ("train", "zero-cost")
 ZERO_COST_METHODS = ("naswot", "synflow")
 PROXY_SCORES = ("accuracy", "val-loss")
+"""What ranks a trained candidate (the first objective, higher is better): its validation accuracy, or minus its
+validation cross-entropy (``val-loss``). Both are recorded either way."""
 DEFAULT_PROXY_SCORE = "accuracy"
 """The default score of a trained proxy. The fidelity benchmark (``scripts/bench_fidelity.py``, both reference
 seeds on all 24 panel genomes) picks the search's top CPU rung (32 px, 2,000 images) scored by accuracy as the
 cheapest variant within noise of the best; the validation loss there ranks no better (tau 0.46 against 0.47 with
 one seed, 0.43 against 0.44 with two)."""
 ACCURACY_METRIC = "proxy accuracy"
-"""What ranks a trained candidate (the first objective, higher is better): its validation accuracy, or minus its
-validation cross-entropy (``val-loss``). Both are recorded either way."""
+"""The first objective's name when it is the accuracy (:attr:`Scoring.metric`)."""
 BASELINE_SUFFIX = ":baselines"
 RUNGS_SUFFIX = ":rungs"
 MAX_STUDY_NAME = 512
