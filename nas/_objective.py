@@ -57,11 +57,11 @@ class Score:
     def record_fields(self) -> dict[str, Any]:
         """The :class:`~nas._record.TrialRecord` fields of this outcome (the spreads only with two seeds or more)."""
         out: dict[str, Any] = {"seeds": self.seeds}
-        for name, vals in (("accuracy", self.accuracies), ("loss", self.losses)):
+        for key, sd_key, vals in (("accuracies", "accuracy_sd", self.accuracies), ("losses", "loss_sd", self.losses)):
             if vals is not None:
-                out["accuracies" if name == "accuracy" else "losses"] = vals
+                out[key] = vals
                 if len(vals) > 1:
-                    out[f"{name}_sd"] = statistics.stdev(vals)
+                    out[sd_key] = statistics.stdev(vals)
         return {**out, **{k: v for k, v in self.info.items() if v is not None}}
 
 
