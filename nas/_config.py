@@ -14,16 +14,18 @@ from ._errors import SearchConfigError
 from ._report import RUNS_DIR, Candidate, run_folder_name
 from ._storage import resolve_storage_url
 
-__all__ = ["BASELINE_SUFFIX", "DEFAULT_PROXY_SCORE", "MAX_STUDY_NAME", "PROXIES", "PROXY_SCORES", "RUNGS_SUFFIX",
-           "Rung", "SAMPLERS", "Scoring", "SearchConfig", "SearchResult", "ZERO_COST_METHODS"]
+__all__ = ["ACCURACY_SCORE", "BASELINE_SUFFIX", "DEFAULT_PROXY_SCORE", "MAX_STUDY_NAME", "PROXIES", "PROXY_SCORES",
+           "RUNGS_SUFFIX", "Rung", "SAMPLERS", "Scoring", "SearchConfig", "SearchResult", "ZERO_COST_METHODS"]
 
 SAMPLERS = ("nsga2", "tpe", "random")
 PROXIES = ("train", "zero-cost")
 ZERO_COST_METHODS = ("naswot", "synflow")
-PROXY_SCORES = ("accuracy", "val-loss")
+ACCURACY_SCORE = "accuracy"
+"""The ``--proxy-score`` that ranks by the proxy accuracy itself (what every study before the option ranked by)."""
+PROXY_SCORES = (ACCURACY_SCORE, "val-loss")
 """What ranks a trained candidate (the first objective, higher is better): its validation accuracy, or minus its
 validation cross-entropy (``val-loss``). Both are recorded either way."""
-DEFAULT_PROXY_SCORE = "accuracy"
+DEFAULT_PROXY_SCORE = ACCURACY_SCORE
 """The default score of a trained proxy. The fidelity benchmark (``scripts/bench_fidelity.py``, both reference
 seeds on all 24 panel genomes) picks the search's top CPU rung (32 px, 2,000 images) scored by accuracy as the
 cheapest variant within noise of the best; the validation loss there ranks no better (tau 0.46 against 0.47 with
@@ -55,7 +57,7 @@ class Scoring:
     """
 
     proxy: str = "train"
-    proxy_score: str | None = "accuracy"
+    proxy_score: str | None = ACCURACY_SCORE
     zero_cost_method: str | None = None
 
     @classmethod
@@ -73,9 +75,14 @@ class Scoring:
         return self.proxy == "train"
 
     @property
+    def score(self) -> str | None:
+        """The score name a trained proxy ranks by, None read as :data:`ACCURACY_SCORE`; None for zero-cost."""
+        return (self.proxy_score or ACCURACY_SCORE) if self.trained else None
+
+    @property
     def is_accuracy(self) -> bool:
         """Whether the first objective is the proxy accuracy itself."""
-        return self.trained and self.proxy_score in (None, "accuracy")
+        return self.trained and self.proxy_score in (None, ACCURACY_SCORE)
 
     @property
     def accuracy_column(self) -> bool:
@@ -349,8 +356,7 @@ class SearchConfig:
         study back (``--report-only``, ``nas.export``) names and derives its objective as the search did,
         whatever options the reader passed."""
         s = Scoring.of_study(study)
-        score = (s.proxy_score or "accuracy") if s.trained else None
-        return dataclasses.replace(self, proxy=s.proxy, proxy_score=score,
+        return dataclasses.replace(self, proxy=s.proxy, proxy_score=s.score,
                                    zero_cost_method=s.zero_cost_method or self.zero_cost_method)
 
     def identity(self) -> dict[str, Any]:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from ._config import BASELINE_SUFFIX, RUNGS_SUFFIX, SearchConfig
+from ._config import ACCURACY_SCORE, BASELINE_SUFFIX, RUNGS_SUFFIX, SearchConfig
 from ._errors import SearchConfigError, StudyStorageError
 from ._record import BASELINE_PARAM, StudyKeys, TrialRecord
 from ._storage import first_error_line, open_storage, redact_url
@@ -219,7 +219,7 @@ def upgrade_identity(stored: dict[str, Any]) -> dict[str, Any]:
         train = out.get("proxy") == "train"
         out.update(rungs=[out["proxy_config"].get("train_size") if train else 0], eta=None, top_seeds=1)
     if "proxy_score" not in out and "proxy" in out:
-        out["proxy_score"] = "accuracy" if out["proxy"] == "train" else None
+        out["proxy_score"] = ACCURACY_SCORE if out["proxy"] == "train" else None
     return out
 
 

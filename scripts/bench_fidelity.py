@@ -51,6 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from nas import ProxyConfig  # noqa: E402
+from nas._config import PROXY_SCORES  # noqa: E402
 from scripts._common import ROOT, append_jsonl, machine, read_jsonl, update_section  # noqa: E402
 
 _logger = logging.getLogger("bench_fidelity")
@@ -162,7 +163,7 @@ RECIPES: dict[str, Recipe] = {r.name: r for r in (
 REFERENCE = "reference"
 #: Scores of a trained recipe: (result field, sign making higher better, label).
 TRAIN_SCORES = (("accuracy", 1.0, "accuracy"), ("loss", -1.0, "val loss"), ("train_loss", -1.0, "train loss"))
-SEARCH_SCORE_FIELD = {"accuracy": "accuracy", "val-loss": "loss"}
+SEARCH_SCORE_FIELD = dict(zip(PROXY_SCORES, ("accuracy", "loss"), strict=True))
 """The result field of each ``nas.search --proxy-score`` (what the search's default ranks by, in this table)."""
 
 

@@ -67,6 +67,7 @@ def run_hv(args) -> list[str]:
     import optuna
 
     from nas import SearchConfig
+    from nas._config import ACCURACY_SCORE
     from nas._storage import open_storage
     from nas._worker import run_worker
 
@@ -81,7 +82,7 @@ def run_hv(args) -> list[str]:
                                    out=f"{tmp}/run-{sampler}-{seed}",
                                    dataset=args.dataset, lut_db=args.lut_db, baselines=False, epochs=args.epochs,
                                    proxy=args.hv_proxy,  # the hypervolume of raw values: accuracy or a score
-                                   proxy_score="accuracy" if args.hv_proxy == "train" else None)
+                                   proxy_score=ACCURACY_SCORE if args.hv_proxy == "train" else None)
                 t0 = time.perf_counter()
                 run_worker(cfg, progress=False)
                 secs.append(time.perf_counter() - t0)

@@ -31,10 +31,10 @@ def study(tmp_path_factory):
     common = ["--device", "iphone12", "--dataset", "synthetic", "--storage", str(d / "s.db"), "--lut-db", lut,
               "--no-progress", "--no-baselines", "--threads", "1"]
     assert search_main([*common, "--study", "t", "--out", str(d / "run-t"), "--trials", "2", "--epochs", "1",
-                        "--rungs", "640", "--proxy-score", "accuracy"]) == 0
+                        "--rungs", "192", "--proxy-score", "accuracy"]) == 0
     assert search_main([*common, "--study", "z", "--out", str(d / "run-z"), "--trials", "2",
                         "--proxy", "zero-cost"]) == 0
-    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "1", "--rungs", "640",
+    assert search_main([*common, "--study", "v", "--out", str(d / "run-v"), "--trials", "1", "--rungs", "192",
                         "--proxy-score", "val-loss"]) == 0
     st = optuna.create_study(study_name="bad", storage=f"sqlite:///{d / 's.db'}", directions=["maximize", "minimize"])
     failed = st.ask()
