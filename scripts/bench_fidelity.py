@@ -771,7 +771,10 @@ def render(analysis: dict[str, Any], panel: list[PanelGenome], records: list[dic
         "Tau within terciles: the mean of tau inside each third of the genomes by predicted latency; "
         "partial tau: Kendall's partial tau given MACs (what the score knows beyond model size); "
         f"top-{TOP_K} recall: share of the reference's top {TOP_K} in the score's top {TOP_K}. "
-        "Losses rank lower-is-better. \"2 seeds\": the mean of seeds 0 and 1, at twice the cost.",
+        "Losses rank lower-is-better: val loss is the cross-entropy on the validation hold-out, train loss the mean "
+        "training loss over the last epoch's steps (the sum of that epoch's training losses over a step count that is "
+        "the same for every genome, so it ranks as the sum does). \"2 seeds\": the mean of seeds 0 and 1, at twice "
+        "the cost.",
         "",
         "| score | seeds | genomes | Kendall tau [90% CI] | tau within latency terciles | partial tau given MACs "
         f"| top-{TOP_K} recall | s per candidate | goal |",
