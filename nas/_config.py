@@ -344,6 +344,11 @@ class SearchConfig:
         return (self.proxy_score or DEFAULT_PROXY_SCORE) if self.proxy == "train" else None
 
     @property
+    def population(self) -> int:
+        """The NSGA-II population: ``population_size``, or about a third of ``trials`` between 8 and 50."""
+        return self.population_size or min(50, max(8, self.trials // 3))
+
+    @property
     def scoring(self) -> Scoring:
         return Scoring(self.proxy, self.score, self.zero_cost_method)
 

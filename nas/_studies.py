@@ -272,8 +272,7 @@ def make_sampler(config: SearchConfig, seed: int):
     import optuna
 
     if config.sampler == "nsga2":
-        pop = config.population_size or min(50, max(8, config.trials // 3))
-        return optuna.samplers.NSGAIISampler(population_size=pop, seed=seed)
+        return optuna.samplers.NSGAIISampler(population_size=config.population, seed=seed)
     if config.sampler == "tpe":
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -136,9 +136,13 @@ def _mf_config(args, arm: str, seed: int, tmp: str):
     from nas import SearchConfig
 
     sampler, fidelity = ARMS[arm]
-    top = SearchConfig().for_train_device("cpu").rungs[-1]
+    default = SearchConfig().for_train_device("cpu")
+    top = default.rungs[-1]
+    # the budget is the timeout, so trials is only a ceiling; NSGA-II keeps the default search's population (one
+    # sized from the ceiling would never finish its random first generation within the budget)
     return SearchConfig(device=args.device, dataset=args.dataset, lut_db=args.lut_db, sampler=sampler, seed=seed,
-                        trials=100_000, timeout=60 * args.budget_minutes, baselines=False, threads=1,
+                        trials=100_000, population_size=default.population, timeout=60 * args.budget_minutes,
+                        baselines=False, threads=1,
                         storage=f"{tmp}/{arm}-{seed}.db", study="bench", out=f"{tmp}/run-{arm}-{seed}",
                         rungs=None if fidelity == "multi" else (top,), train_device="cpu").for_train_device("cpu")
 
@@ -183,7 +187,8 @@ def run_mf_one(args, arm: str, seed: int) -> dict:
     pts = [(c.accuracy, c.latency_ms) for c in front]
     t1 = time.perf_counter()
     fresh = rescore(cfg, front, load_dataset(args.dataset, seed=RESCORE_SPLIT_SEED))
-    return {"arm": arm, "seed": seed, "budget_minutes": args.budget_minutes, "seconds": round(seconds, 1),
+    return {"arm": arm, "seed": seed, "budget_minutes": args.budget_minutes, "population": cfg.population,
+            "seconds": round(seconds, 1),
             "front": [[a, lat] for a, lat in pts], "front_rung": front[0].rung if front else None,
             "hypervolume": hypervolume_2d(pts, CHANCE, args.hv_latency_ref),
             "rescored_front": fresh, "rescore_seeds": list(RESCORE_SEEDS), "rescore_split_seed": RESCORE_SPLIT_SEED,
@@ -223,8 +228,16 @@ def _results(path: Path, *, warn: bool = True) -> list[dict]:
 
 
 def _mf_usable(rec: dict, args) -> bool:
-    """A result of this budget with its retrained front (a line from before the retraining is run again)."""
-    return rec.get("budget_minutes") == args.budget_minutes and "rescored_front" in rec
+    """A result of this budget and population with its retrained front (a line from before the retraining, or
+    from before the population was fixed, is run again; the line itself stays in the file)."""
+    return (rec.get("budget_minutes") == args.budget_minutes and "rescored_front" in rec
+            and rec.get("population") == _mf_population())
+
+
+def _mf_population() -> int:
+    from nas import SearchConfig
+
+    return SearchConfig().for_train_device("cpu").population
 
 
 def _nadir(records: list[dict]) -> tuple[float, float] | None:

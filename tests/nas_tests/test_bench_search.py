@@ -40,7 +40,8 @@ def _rec(arm: str, seed: int, front: list[list[float]], searched: list[list[floa
     hv = bs.hypervolume_2d([tuple(p) for p in front], 0.1, 3.0)
     if searched is None:
         searched = [[a + 0.01, lat] for a, lat in front]  # the search's own figures: optimistic
-    return {"arm": arm, "seed": seed, "budget_minutes": 20.0, "front": searched, "rescored_front": front,
+    return {"arm": arm, "seed": seed, "budget_minutes": 20.0, "population": 10, "front": searched,
+            "rescored_front": front,
             "hypervolume": bs.hypervolume_2d([tuple(p) for p in searched], 0.1, 3.0), "rescored_hypervolume": hv,
             "per_rung": {"0": 9, "1": 3}}
 
@@ -81,14 +82,28 @@ def test_mf_goal_is_judged_on_the_retrained_fronts() -> None:
 def test_mf_run_resumes_from_its_results_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     results = tmp_path / "mf.jsonl"
     old = {k: v for k, v in _rec("sf-random", 0, [[0.85, 1.0]]).items() if not k.startswith("rescore")}
-    results.write_text(json.dumps(_rec("mf-nsga2", 0, [[0.85, 1.0]])) + "\n{cut sho\n" + json.dumps(old) + "\n")
+    big_population = {**_rec("sf-nsga2", 0, [[0.85, 1.0]]), "population": 50}  # NSGA-II sized from the ceiling
+    results.write_text(json.dumps(_rec("mf-nsga2", 0, [[0.85, 1.0]])) + "\n{cut sho\n" + json.dumps(old) + "\n"
+                       + json.dumps(big_population) + "\n")
     monkeypatch.setattr(bs, "MF_RESULTS", results)
     ran = []
     monkeypatch.setattr(bs, "run_mf_one", lambda args, arm, seed: ran.append((arm, seed)) or _rec(arm, seed, []))
     bs.run_mf(_args(seeds=1, arms=["mf-nsga2", "sf-nsga2", "sf-random"], report_only=False, max_minutes=None))
-    assert ran == [("sf-nsga2", 0), ("sf-random", 0)]  # the recorded study is skipped; one never retrained is not
+    # the recorded study is skipped; one never retrained, or run with another NSGA-II population, is not
+    assert ran == [("sf-nsga2", 0), ("sf-random", 0)]
     lines = results.read_text().splitlines()
-    assert lines[1] == "{cut sho" and len(lines) == 5  # the malformed line stays where it was
+    assert lines[1] == "{cut sho" and len(lines) == 6  # the malformed line stays where it was, nothing is removed
+
+
+def test_mf_arms_keep_the_default_searchs_nsga2_population(tmp_path: Path) -> None:
+    from nas import SearchConfig
+
+    args = argparse.Namespace(device="iphone12", dataset="synthetic", lut_db=str(tmp_path / "lut.db"),
+                              budget_minutes=20.0)
+    default = SearchConfig().for_train_device("cpu")
+    for arm in ("mf-nsga2", "sf-nsga2"):
+        cfg = bs._mf_config(args, arm, 0, str(tmp_path))
+        assert cfg.trials > 1000 and cfg.population == default.population == 10  # not a third of the ceiling
 
 
 def test_rescore_retrains_each_front_member_on_the_unseen_seeds(monkeypatch: pytest.MonkeyPatch) -> None:
