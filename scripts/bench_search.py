@@ -136,12 +136,11 @@ def _mf_config(args, arm: str, seed: int, tmp: str):
     from nas import SearchConfig
 
     sampler, fidelity = ARMS[arm]
-    default = SearchConfig().for_train_device("cpu")
-    top = default.rungs[-1]
+    top = SearchConfig().for_train_device("cpu").rungs[-1]
     # the budget is the timeout, so trials is only a ceiling; NSGA-II keeps the default search's population (one
     # sized from the ceiling would never finish its random first generation within the budget)
     return SearchConfig(device=args.device, dataset=args.dataset, lut_db=args.lut_db, sampler=sampler, seed=seed,
-                        trials=100_000, population_size=default.population, timeout=60 * args.budget_minutes,
+                        trials=100_000, population_size=_mf_population(), timeout=60 * args.budget_minutes,
                         baselines=False, threads=1,
                         storage=f"{tmp}/{arm}-{seed}.db", study="bench", out=f"{tmp}/run-{arm}-{seed}",
                         rungs=None if fidelity == "multi" else (top,), train_device="cpu").for_train_device("cpu")
@@ -235,6 +234,7 @@ def _mf_usable(rec: dict, args) -> bool:
 
 
 def _mf_population() -> int:
+    """The NSGA-II population of the default CPU search, which the arms keep (and a usable result records)."""
     from nas import SearchConfig
 
     return SearchConfig().for_train_device("cpu").population
