@@ -62,6 +62,13 @@ def test_mf_report_judges_the_goal_against_the_seed_spread() -> None:
                                                                    for s in (0, 1)]
     text = "\n".join(bs.mf_lines(far, _args()))
     assert "Goal (>= +10%, outside the spread): met" in text
+    pair = "- mf-nsga2 vs sf-nsga2: hypervolume +87.2% (outside the seed spread); nadir hypervolume"
+    assert pair + " not comparable" in text  # the single-fidelity front is the nadir itself
+    worse = far + [_rec("sf-random", s, [[0.70, 2.5]]) for s in (0, 1)]  # far behind: outside the spread, too
+    text = "\n".join(bs.mf_lines(worse, _args()))
+    assert "- sf-nsga2 vs sf-random: hypervolume +" in text and "- mf-nsga2 vs sf-random: hypervolume +" in text
+    assert pair + " +" in text  # the nadir is now sf-random's front
+    assert "Goal (>= +10%, outside the spread): met" in text  # the goal compares the NSGA-II arms alone
     near = [_rec("mf-nsga2", s, [[0.80, 1.0 + 0.5 * s]]) for s in (0, 1)] + [_rec("sf-nsga2", s, [[0.80, 1.1]])
                                                                              for s in (0, 1)]
     text = "\n".join(bs.mf_lines(near, _args()))
