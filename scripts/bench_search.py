@@ -292,19 +292,26 @@ def mf_lines(records: list[dict], args) -> list[str]:
                       "the goal's figure, not instead of it."]
     complete = all(len(by_arm.get(a, [])) >= args.seeds for a in ("mf-nsga2", "sf-nsga2"))
     if "mf-nsga2" in means and "sf-nsga2" in means and complete:
-        gain, outside = _gain(means["mf-nsga2"], means["sf-nsga2"])
-        met = gain >= MF_GOAL and outside
-        lines += ["", f"Multi-fidelity vs single-fidelity NSGA-II (retrained fronts): {gain:+.1%} hypervolume "
-                      f"({'outside' if outside else 'inside'} the seed spread). Goal (>= +{MF_GOAL:.0%}, outside the "
-                      f"spread): {'met' if met else 'NOT met'}.", "",
-                  "Every pair of arms, by both hypervolumes (the goal is judged on the first alone):", ""]
-        measures = ((means, "hypervolume"), (local_means, "nadir hypervolume"))
-        for a, b in (("mf-nsga2", "sf-nsga2"), ("mf-nsga2", "sf-random"), ("sf-nsga2", "sf-random")):
-            if a in means and b in means:
-                lines.append(f"- {a} vs {b}: " + "; ".join(
-                    _versus(m[a], m[b], what) for m, what in measures if a in m and b in m) + ".")
+        lines += _verdict_lines(means, local_means)
     else:
         lines += ["", f"Partial: fewer than {args.seeds} seeds of each arm recorded; no comparison is claimed yet."]
+    return lines
+
+
+def _verdict_lines(means: dict, local_means: dict) -> list[str]:
+    """The goal's verdict (multi-fidelity vs single-fidelity NSGA-II), then every pair of arms by both
+    hypervolumes; ``means`` and ``local_means`` map an arm to its ``(mean, spread)``."""
+    gain, outside = _gain(means["mf-nsga2"], means["sf-nsga2"])
+    met = gain >= MF_GOAL and outside
+    lines = ["", f"Multi-fidelity vs single-fidelity NSGA-II (retrained fronts): {gain:+.1%} hypervolume "
+                 f"({'outside' if outside else 'inside'} the seed spread). Goal (>= +{MF_GOAL:.0%}, outside the "
+                 f"spread): {'met' if met else 'NOT met'}.", "",
+             "Every pair of arms, by both hypervolumes (the goal is judged on the first alone):", ""]
+    measures = ((means, "hypervolume"), (local_means, "nadir hypervolume"))
+    for a, b in (("mf-nsga2", "sf-nsga2"), ("mf-nsga2", "sf-random"), ("sf-nsga2", "sf-random")):
+        if a in means and b in means:
+            lines.append(f"- {a} vs {b}: " + "; ".join(
+                _versus(m[a], m[b], what) for m, what in measures if a in m and b in m) + ".")
     return lines
 
 
